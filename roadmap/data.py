@@ -1,0 +1,253 @@
+"""数据：找到数据目录、下载（进度条 + 校验和 + 原子写入）、读取官方文件格式、自带样本。
+
+查找顺序：`--data-dir`，然后 `$ROADMAP_DATA_DIR`，然后仓库下的 `data/` 缓存。
+在每个根目录下先找 `<根>/<数据集名>/`，再找 `<根>/` 本身（`--data-dir` 直接指向数据集文件夹也行）。
+都找不到时，联网的机器从官方地址下载到 `data/<数据集名>/`；离线时报错，错误信息写明期望的路径、
+下载地址和 `--smoke`。
+
+`data/samples/` 是本项目自己生成的小样本，格式与官方文件相同，所以同一个读取函数既读样本也读真实数据。
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+import struct
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CACHE_DIR = REPO_ROOT / "data"
+SAMPLES_DIR = CACHE_DIR / "samples"
+ENV_VAR = "ROADMAP_DATA_DIR"
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The dataset's files are in none of the data roots and could not be downloaded."""
+
+
+class ChecksumError(ValueError):
+    """A downloaded file's checksum differs from the expected one."""
+
+
+class DataFormatError(ValueError):
+    """A file is not in the format its reader expects (wrong magic number, truncated body, ...)."""
+
+
+# ---------------------------------------------------------------- 数据目录
+
+
+def data_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Return the folders to search, in order: `data_dir`, `$ROADMAP_DATA_DIR`, the `data/` cache."""
+    roots: list[Path] = []
+    if data_dir is not None:
+        roots.append(Path(data_dir).expanduser())
+    if os.environ.get(ENV_VAR):
+        roots.append(Path(os.environ[ENV_VAR]).expanduser())
+    roots.append(CACHE_DIR)
+    return roots
+
+
+def _has_files(folder: Path, filenames: Sequence[str]) -> bool:
+    return all((folder / name).is_file() for name in filenames)
+
+
+def find_dataset(
+    name: str,
+    filenames: Sequence[str],
+    data_dir: str | os.PathLike | None = None,
+    *,
+    base_url: str | None = None,
+    checksums: Mapping[str, str] | None = None,
+    checksum_algorithm: str = "sha256",
+    hint: str = "",
+) -> Path:
+    """Return the folder that contains every file in `filenames` for dataset `name`.
+
+    Searches `<root>/<name>/` and `<root>/` for each root of `data_roots(data_dir)`. When none has
+    the files and `base_url` is given, downloads the missing ones into `data/<name>/` (checked
+    against `checksums`, keyed by file name). Raises DataNotFoundError when the files are not
+    found and cannot be downloaded; `hint` is appended to its message (for example the `kaggle`
+    command that fetches the data).
+    """
+    roots = data_roots(data_dir)
+    for root in roots:
+        for folder in (root / name, root):
+            if _has_files(folder, filenames):
+                return folder
+
+    target = CACHE_DIR / name
+    expected = "\n".join(f"  - {root / name}/" for root in roots)
+    files = ", ".join(filenames)
+    if base_url is None:
+        raise DataNotFoundError(
+            f"找不到数据集 {name}（需要文件：{files}）。已查找：\n{expected}\n"
+            f"请把数据放到上面任一位置，或用 --data-dir / ${ENV_VAR} 指定；只想先跑通流程请加 --smoke。{hint}"
+        )
+    try:
+        for filename in filenames:
+            if not (target / filename).is_file():
+                expected_hash = (checksums or {}).get(filename)
+                download(base_url + filename, target / filename, **{checksum_algorithm: expected_hash} if expected_hash else {})
+    except (urllib.error.URLError, OSError, TimeoutError) as error:
+        raise DataNotFoundError(
+            f"找不到数据集 {name}（需要文件：{files}），下载也失败了：{error}。\n已查找：\n{expected}\n"
+            f"下载地址：{base_url}\n离线时请把文件放到上面任一位置（或用 --data-dir / ${ENV_VAR} 指定），"
+            f"只想先跑通流程请加 --smoke。{hint}"
+        ) from error
+    return target
+
+
+# ---------------------------------------------------------------- 下载
+
+
+def file_hash(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(url: str, destination: str | os.PathLike, *, sha256: str | None = None, md5: str | None = None,
+             timeout: float = 30.0) -> Path:
+    """Download `url` to `destination` with a progress bar, check its hash, then move it into place.
+
+    The body goes to a temp file in the destination folder, which is renamed to `destination` only
+    after the whole body arrived and its hash matched. An interrupted or corrupted download leaves
+    neither a partial file nor a temp file behind. Raises ChecksumError on a hash mismatch and
+    urllib.error.URLError / OSError when the download fails.
+    """
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temp_name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
+    temp_path = Path(temp_name)
+    logger.info("下载 %s -> %s", url, destination)
+    try:
+        with os.fdopen(descriptor, "wb") as output, urllib.request.urlopen(url, timeout=timeout) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=destination.name) as progress:
+                for block in iter(lambda: response.read(1 << 16), b""):
+                    output.write(block)
+                    progress.update(len(block))
+            if total is not None and output.tell() != total:
+                raise OSError(f"下载不完整：{url} 只收到 {output.tell()} / {total} 字节")
+        for algorithm, expected in (("sha256", sha256), ("md5", md5)):
+            if expected is not None:
+                actual = file_hash(temp_path, algorithm)
+                if actual != expected.lower():
+                    raise ChecksumError(
+                        f"{destination.name} 的 {algorithm} 校验失败：期望 {expected}，实际 {actual}。"
+                        f"文件可能损坏或被篡改，已删除；请重试，或从 {url} 手动下载后核对。"
+                    )
+        temp_path.replace(destination)
+    except BaseException:
+        temp_path.unlink(missing_ok=True)
+        raise
+    return destination
+
+
+# ---------------------------------------------------------------- IDX 格式（MNIST）
+
+# IDX 头部第 3 个字节是数据类型，值都按大端序存储。
+IDX_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (gzip-compressed when the name ends in .gz) into a numpy array.
+
+    Layout: 2 zero bytes, a type byte, a byte with the number of dimensions, one big-endian
+    uint32 per dimension, then the values. Raises DataFormatError on a wrong magic number, an
+    unknown type, or a body shorter or longer than the dimensions say.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as stream:
+            content = stream.read()
+    except (OSError, EOFError) as error:  # gzip 截断时抛 EOFError，坏的 gzip 头抛 BadGzipFile(OSError)
+        raise DataFormatError(f"{path} 读取失败（文件可能损坏或下载不完整）：{error}") from error
+
+    if len(content) < 4 or content[0] != 0 or content[1] != 0 or content[2] not in IDX_DTYPES:
+        raise DataFormatError(f"{path} 不是 IDX 文件：magic number 为 {content[:4].hex() or '(空)'}，"
+                              "应为 0000 + 类型字节 + 维数，例如图片 00000803、标签 00000801")
+    dtype = IDX_DTYPES[content[2]]
+    ndim = content[3]
+    header_size = 4 + 4 * ndim
+    if ndim == 0 or len(content) < header_size:
+        raise DataFormatError(f"{path} 的 IDX 头部不完整：维数 {ndim}，文件只有 {len(content)} 字节")
+    shape = struct.unpack(f">{ndim}I", content[4:header_size])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    body = len(content) - header_size
+    if body != expected:
+        problem = "被截断" if body < expected else "末尾有多余数据"
+        raise DataFormatError(f"{path} {problem}：形状 {shape} 需要 {expected} 字节数据，实际 {body} 字节")
+    return np.frombuffer(content, dtype=dtype, offset=header_size).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write `array` as an IDX file (gzip-compressed when the name ends in .gz)."""
+    codes = {dtype.newbyteorder("="): code for code, dtype in IDX_DTYPES.items()}
+    dtype = array.dtype.newbyteorder("=")
+    if dtype not in codes:
+        raise ValueError(f"IDX 不支持的 dtype：{array.dtype}")
+    header = bytes([0, 0, codes[dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    body = array.astype(dtype.newbyteorder(">")).tobytes()
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as stream:
+        stream.write(header + body)
+
+
+# ---------------------------------------------------------------- MNIST
+
+MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+# 官方 gzip 文件的 MD5（与 torchvision.datasets.MNIST 使用的校验值相同）。
+MNIST_MD5 = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+
+def load_mnist(split: str, data_dir: str | os.PathLike | None = None, *, smoke: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Return MNIST `split` ("train" or "test") as (images uint8 [N, 28, 28], labels int64 [N]).
+
+    With `smoke=True` it reads the project's own digit samples in `data/samples/mnist/`.
+    """
+    if split not in MNIST_FILES:
+        raise ValueError(f"split 只能是 'train' 或 'test'，收到 {split!r}")
+    filenames = MNIST_FILES[split]
+    if smoke:
+        folder = SAMPLES_DIR / "mnist"
+    else:
+        folder = find_dataset("mnist", filenames, data_dir, base_url=MNIST_URL, checksums=MNIST_MD5,
+                              checksum_algorithm="md5")
+    images = read_idx(folder / filenames[0])
+    labels = read_idx(folder / filenames[1]).astype(np.int64)
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DataFormatError(f"MNIST {split} 的形状不对：图片 {images.shape}，标签 {labels.shape}")
+    if len(images) != len(labels):
+        raise DataFormatError(f"MNIST {split} 的图片数 {len(images)} 与标签数 {len(labels)} 不一致")
+    return images, labels

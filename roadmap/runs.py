@@ -1,0 +1,150 @@
+"""运行目录（run folder）：每次运行把 config.json、metrics.json、图和检查点写进同一个文件夹。
+
+默认位置是 `runs/<脚本名>/<时间戳>/`；`--output-dir` 可以指定别的位置。
+多进程运行（torchrun）时只有 rank 0 写文件，其余进程只拿到同一个路径。
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+RUNS_ROOT = Path("runs")
+METRICS_FILE = "metrics.json"
+CONFIG_FILE = "config.json"
+
+
+def is_main_process() -> bool:
+    """Return True on rank 0, or in a single-process run.
+
+    torchrun and `accelerate launch` set RANK before the script starts, so this works before an
+    Accelerator exists.
+    """
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def create_run_dir(script_name: str, output_dir: str | os.PathLike | None = None) -> Path:
+    """Create (on rank 0) and return the run folder: `output_dir` or `runs/<script>/<time>/`."""
+    if output_dir is not None:
+        run_dir = Path(output_dir)
+    else:
+        run_dir = RUNS_ROOT / script_name / time.strftime("%Y%m%d-%H%M%S")
+    if is_main_process():
+        run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _to_jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(key): _to_jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_jsonable(item) for item in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch 标量
+        return value.item()
+    return value
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write `data` as indented UTF-8 JSON through a temp file, so a crash never leaves half a file."""
+    if not is_main_process():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp_path = path.with_name(path.name + ".tmp")
+    temp_path.write_text(json.dumps(_to_jsonable(data), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    temp_path.replace(path)
+
+
+def save_config(run_dir: Path, config: Mapping[str, Any]) -> None:
+    write_json(run_dir / CONFIG_FILE, config)
+
+
+def save_metrics(run_dir: Path, metrics: Mapping[str, Any]) -> None:
+    write_json(run_dir / METRICS_FILE, metrics)
+    if is_main_process():
+        logger.info("指标已写入 %s", run_dir / METRICS_FILE)
+
+
+def find_metrics(root: str | os.PathLike = RUNS_ROOT) -> list[Path]:
+    """Return every metrics.json below `root`, sorted by path."""
+    root = Path(root)
+    if not root.exists():
+        return []
+    return sorted(root.rglob(METRICS_FILE))
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """Format rows as a Markdown table; columns default to the union of keys in first-seen order."""
+    if columns is None:
+        columns = []
+        for row in rows:
+            for key in row:
+                if key not in columns:
+                    columns.append(key)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for row in rows:
+        cells = [format_value(row.get(column, "")).replace("|", "\\|") for column in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def scalar_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts to `a.b` keys and keep only numbers, booleans and short strings."""
+    flat: dict[str, Any] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(scalar_metrics(value, prefix=name + "."))
+        elif isinstance(value, (int, float, bool)) or (isinstance(value, str) and len(value) <= 40):
+            flat[name] = value
+    return flat
+
+
+def collect_report(root: str | os.PathLike = RUNS_ROOT) -> list[dict[str, Any]]:
+    """Read every metrics.json below `root` into one row each: the run folder and its scalar metrics."""
+    rows = []
+    root = Path(root)
+    for path in find_metrics(root):
+        try:
+            metrics = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            logger.warning("跳过无法读取的 %s：%s", path, error)
+            continue
+        if not isinstance(metrics, Mapping):
+            logger.warning("跳过 %s：内容不是 JSON 对象", path)
+            continue
+        row: dict[str, Any] = {"run": str(path.parent.relative_to(root))}
+        row.update(scalar_metrics(metrics))
+        rows.append(row)
+    return rows
+
+
+def report_table(rows: Iterable[Mapping[str, Any]]) -> str:
+    """Format report rows as one Markdown table per script, since scripts report different metrics."""
+    by_script: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        script = Path(row["run"]).parts[0]
+        by_script.setdefault(script, []).append(row)
+    sections = []
+    for script, script_rows in by_script.items():
+        sections.append(f"### {script}\n\n{markdown_table(script_rows)}")
+    return "\n\n".join(sections)
