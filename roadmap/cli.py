@@ -65,10 +65,13 @@ def build_parser(
     batch_size: int,
     lr: float,
     patience: int | None = None,
+    shared_loop: bool = True,
 ) -> argparse.ArgumentParser:
     """Return a parser with the options every exercise takes; a script adds its own after.
 
     `epochs`, `batch_size`, `lr` and `patience` are the script's defaults for a real run.
+    `shared_loop=False` leaves out the options that only `roadmap.training.fit` implements
+    (--grad-accum-steps, --patience, --resume, --track), for a script that writes its own loop.
     """
     parser = ChineseArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     group = parser.add_argument_group("通用选项（每个练习都有）")
@@ -85,7 +88,11 @@ def build_parser(
                        help="运行设备；auto 依次选 cuda、mps、cpu")
     group.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                        help="训练精度；bf16/fp16 用 autocast 混合精度（fp16 需要 CUDA）")
-    group.add_argument("--max-train-samples", type=positive_int, default=None, help="最多使用多少条训练样本")
+    group.add_argument("--max-train-samples", type=positive_int, default=None,
+                       help="最多使用训练集里的多少条样本（验证集也从这些样本中划出）")
+    if not shared_loop:
+        parser.set_defaults(grad_accum_steps=1, patience=None, resume=None, track="none")
+        return parser
     group.add_argument("--grad-accum-steps", type=positive_int, default=1, help="梯度累积步数：每多少个 batch 更新一次参数")
     group.add_argument("--patience", type=positive_int, default=patience,
                        help="早停（early stopping）：验证指标连续多少个 epoch 没有变好就停止；不给则不早停")
@@ -219,11 +226,11 @@ def _tour_row(exercise: Exercise, output_dir: Path, timeout: float) -> dict[str,
     except subprocess.TimeoutExpired:
         returncode, stderr = -1, f"超时（{timeout:.0f} 秒）"
     seconds = time.perf_counter() - started
-    row: dict[str, Any] = {"练习": exercise.name, "状态": "通过" if returncode == 0 else "失败", "用时(秒)": round(seconds, 1)}
+    row: dict[str, Any] = {"练习": exercise.name, "状态": "通过" if returncode == 0 else "失败", "用时(秒)": f"{seconds:.1f}"}
     metrics_path = output_dir / runs.METRICS_FILE
     if returncode == 0 and metrics_path.is_file():
-        shown = runs.scalar_metrics(json.loads(metrics_path.read_text(encoding="utf-8")))
-        row["主要指标"] = ", ".join(f"{key}={runs.format_value(value)}" for key, value in list(shown.items())[:4])
+        shown = runs.headline_metrics(runs.scalar_metrics(json.loads(metrics_path.read_text(encoding="utf-8"))))
+        row["主要指标"] = ", ".join(f"{key}={runs.format_value(value)}" for key, value in shown.items())
     elif returncode == 0:
         row["状态"] = "失败"
         row["主要指标"] = "没有写出 metrics.json"

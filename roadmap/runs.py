@@ -119,6 +119,21 @@ def scalar_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, An
     return flat
 
 
+HEADLINE_WORDS = ("accuracy", "f1", "bleu", "mse", "rmse", "jaccard", "perplexity", "loss")
+
+
+def headline_metrics(metrics: Mapping[str, Any], limit: int = 4) -> dict[str, Any]:
+    """Pick up to `limit` metrics that say how well a run did (accuracy, F1, BLEU, MSE, ...).
+
+    Falls back to the first keys when no key names a known metric.
+    """
+    chosen = {key: value for key, value in metrics.items()
+              if any(word in key.lower() for word in HEADLINE_WORDS) and not isinstance(value, (bool, str))}
+    if not chosen:
+        chosen = dict(metrics)
+    return dict(list(chosen.items())[:limit])
+
+
 def collect_report(root: str | os.PathLike = RUNS_ROOT) -> list[dict[str, Any]]:
     """Read every metrics.json below `root` into one row each: the run folder and its scalar metrics."""
     rows = []
@@ -132,18 +147,30 @@ def collect_report(root: str | os.PathLike = RUNS_ROOT) -> list[dict[str, Any]]:
         if not isinstance(metrics, Mapping):
             logger.warning("跳过 %s：内容不是 JSON 对象", path)
             continue
-        row: dict[str, Any] = {"run": str(path.parent.relative_to(root))}
+        row: dict[str, Any] = {"script": _script_name(path.parent, root), "run": str(path.parent.relative_to(root))}
         row.update(scalar_metrics(metrics))
         rows.append(row)
     return rows
+
+
+def _script_name(run_dir: Path, root: Path) -> str:
+    """Return the script recorded in the run's config.json, or the first folder below `root`."""
+    config_path = run_dir / CONFIG_FILE
+    if config_path.is_file():
+        try:
+            script = json.loads(config_path.read_text(encoding="utf-8")).get("script")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            script = None
+        if isinstance(script, str) and script:
+            return script
+    return run_dir.relative_to(root).parts[0]
 
 
 def report_table(rows: Iterable[Mapping[str, Any]]) -> str:
     """Format report rows as one Markdown table per script, since scripts report different metrics."""
     by_script: dict[str, list[Mapping[str, Any]]] = {}
     for row in rows:
-        script = Path(row["run"]).parts[0]
-        by_script.setdefault(script, []).append(row)
+        by_script.setdefault(row["script"], []).append({key: value for key, value in row.items() if key != "script"})
     sections = []
     for script, script_rows in by_script.items():
         sections.append(f"### {script}\n\n{markdown_table(script_rows)}")

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from safetensors.torch import load_model, save_model
 from torch import nn
@@ -41,23 +42,42 @@ MODEL_FILE = "model.safetensors"
 STATE_FILE = "trainer_state.json"
 
 
+def select_device(name: str = "auto") -> torch.device:
+    """Return the torch.device for `--device`: auto picks cuda, then mps, then cpu.
+
+    Raises SystemExit with a Chinese message when the requested device is not available.
+    """
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda：这台机器没有可用的 CUDA GPU；改用 --device auto 或 --device cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise SystemExit("--device mps：这台机器没有可用的 Apple MPS；改用 --device auto 或 --device cpu")
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
 def create_accelerator(args: argparse.Namespace, run_dir: Path | None = None) -> Accelerator:
     """Create the Accelerator for `--device`, `--precision`, `--grad-accum-steps`, `--seed` and `--track`.
 
     Raises SystemExit with a Chinese message when the requested device or precision is not available.
     """
-    device = getattr(args, "device", "auto")
+    device = select_device(getattr(args, "device", "auto"))
     precision = getattr(args, "precision", "fp32")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda：这台机器没有可用的 CUDA GPU；改用 --device auto 或 --device cpu")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise SystemExit("--device mps：这台机器没有可用的 Apple MPS；改用 --device auto 或 --device cpu")
-    use_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available() and not torch.backends.mps.is_available())
-    if precision == "fp16" and use_cpu:
-        raise SystemExit("--precision fp16 需要 GPU；在 CPU 上请用 --precision bf16 或 fp32")
+    use_cpu = device.type == "cpu"
+    if precision == "fp16" and device.type != "cuda":
+        raise SystemExit("--precision fp16 需要 CUDA GPU；在 CPU 或 MPS 上请用 --precision bf16 或 fp32")
 
     track = getattr(args, "track", "none")
     log_with = None if track == "none" else track
+    # AcceleratorState is a process-wide singleton that rejects a second Accelerator with another
+    # precision. One process may run several scripts (the test suite, `roadmap run` in a notebook),
+    # so the precision part is cleared here; the distributed setup (PartialState) is kept.
+    # NOTE: _reset_state is private API of accelerate (checked with 1.16.0, the pinned version).
+    AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(
         cpu=use_cpu,
         mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision],
@@ -213,11 +233,15 @@ def fit(
 
     if resume and last_dir is not None and (last_dir / STATE_FILE).is_file():
         state = json.loads((last_dir / STATE_FILE).read_text(encoding="utf-8"))
-        load_model(accelerator.unwrap_model(model), str(last_dir / MODEL_FILE), device=str(accelerator.device))
+        load_model(accelerator.unwrap_model(model), str(last_dir / MODEL_FILE), device="cpu")
         optimizer.load_state_dict(torch.load(last_dir / "optimizer.pt", weights_only=True))
         if scheduler is not None and (last_dir / "scheduler.pt").is_file():
             scheduler.load_state_dict(torch.load(last_dir / "scheduler.pt", weights_only=True))
         start_epoch = state["epoch"]
+        if state.get("epochs", epochs) != epochs:
+            logger.warning("[%s] 续训时 --epochs 从 %d 改成了 %d：按总步数设定的学习率调度（例如 OneCycle）"
+                           "已经按原来的步数走完或即将走完，多出的 epoch 会用接近 0 的学习率。"
+                           "想训练更久请开一个新的运行。", name, state["epochs"], epochs)
         history = state["history"]
         best_value, best_epoch = state["best_value"], state["best_epoch"]
         epochs_without_improvement = state["epochs_without_improvement"]
@@ -280,7 +304,7 @@ def fit(
                 accelerator.log({f"{name}/{key}": value for key, value in record.items() if key != "epoch"}, step=epoch + 1)
             if last_dir is not None:
                 _save_checkpoint(last_dir, accelerator, model, optimizer, scheduler, {
-                    "epoch": epoch + 1, "history": history, "best_value": best_value, "best_epoch": best_epoch,
+                    "epoch": epoch + 1, "epochs": epochs, "history": history, "best_value": best_value, "best_epoch": best_epoch,
                     "epochs_without_improvement": epochs_without_improvement,
                 })
             accelerator.wait_for_everyone()
@@ -296,7 +320,7 @@ def fit(
         raise ValueError(f"[{name}] 没有训练任何 epoch（epochs={epochs}）")
     if restore_best and best_dir is not None and (best_dir / MODEL_FILE).is_file():
         accelerator.wait_for_everyone()
-        load_model(accelerator.unwrap_model(model), str(best_dir / MODEL_FILE), device=str(accelerator.device))
+        load_model(accelerator.unwrap_model(model), str(best_dir / MODEL_FILE), device="cpu")
 
     best_metrics = next(record for record in history if record["epoch"] == best_epoch)
     return FitResult(

@@ -29,7 +29,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from roadmap import cli, metrics, plots, runs
+from roadmap import cli, metrics, plots, runs, training
 
 logger = logging.getLogger(__name__)
 
@@ -50,15 +50,15 @@ def load_data(seed: int, max_train_samples: int | None = None) -> dict[str, torc
 
 def closed_form(train_x: torch.Tensor, train_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Least squares: append a column of ones for the bias, then solve min ||[X 1] theta - y||^2."""
-    design = torch.cat([train_x, torch.ones(len(train_x), 1)], dim=1).double()
+    design = torch.cat([train_x, torch.ones(len(train_x), 1, device=train_x.device)], dim=1).double()
     theta = torch.linalg.lstsq(design, train_y.double().unsqueeze(1)).solution.squeeze(1)
     return theta[:-1].float(), theta[-1:].float()
 
 
 def train_from_scratch(train_x: torch.Tensor, train_y: torch.Tensor, epochs: int, lr: float):
     """Full-batch gradient descent with autograd and hand-written parameter updates."""
-    weight = torch.zeros(train_x.shape[1], requires_grad=True)
-    bias = torch.zeros(1, requires_grad=True)
+    weight = torch.zeros(train_x.shape[1], device=train_x.device, requires_grad=True)
+    bias = torch.zeros(1, device=train_x.device, requires_grad=True)
     losses = []
     for _ in range(epochs):
         predictions = train_x @ weight + bias          # (N, 10) @ (10,) -> (N,)
@@ -77,7 +77,7 @@ def train_from_scratch(train_x: torch.Tensor, train_y: torch.Tensor, epochs: int
 
 def train_with_nn_linear(train_x: torch.Tensor, train_y: torch.Tensor, epochs: int, lr: float, batch_size: int):
     """Mini-batch SGD with momentum on nn.Linear; the learning rate decays linearly to 0."""
-    model = nn.Linear(train_x.shape[1], 1)
+    model = nn.Linear(train_x.shape[1], 1).to(train_x.device)
     loader = DataLoader(TensorDataset(train_x, train_y), batch_size=batch_size, shuffle=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     # 小批量梯度有噪声：学习率不降，参数会一直在最优解附近抖动，到不了闭式解的精度。
@@ -98,19 +98,22 @@ def train_with_nn_linear(train_x: torch.Tensor, train_y: torch.Tensor, epochs: i
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = cli.build_parser(__doc__.splitlines()[0], epochs=800, batch_size=32, lr=0.01)
+    parser = cli.build_parser(__doc__.splitlines()[0], epochs=800, batch_size=32, lr=0.01, shared_loop=False)
     parser.add_argument("--scratch-lr", type=cli.positive_float, default=0.1,
                         help="从零实现（全批量梯度下降）的学习率；--lr 用于 nn.Linear + SGD")
     parser.add_argument("--scratch-epochs", type=cli.positive_int, default=3000,
                         help="从零实现的梯度下降步数（每步用全部训练样本）")
     args = parser.parse_args(argv)
+    if args.precision != "fp32":
+        parser.error("线性回归只用 fp32：442 条样本、11 个参数，混合精度只会损失精度")
     if args.smoke:
         args.epochs = min(args.epochs, 30)
         args.scratch_epochs = min(args.scratch_epochs, 300)
     run_dir = cli.start_run(args, "linear_regression")
     started = time.perf_counter()
 
-    tensors = load_data(args.seed, args.max_train_samples)
+    device = training.select_device(args.device)
+    tensors = {key: value.to(device) for key, value in load_data(args.seed, args.max_train_samples).items()}
     train_x, train_y, test_x, test_y = tensors["train_x"], tensors["train_y"], tensors["test_x"], tensors["test_y"]
     logger.info("diabetes：训练 %d 条、测试 %d 条、%d 个特征", len(train_y), len(test_y), train_x.shape[1])
 
@@ -138,6 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
         "scratch_weight_distance": float((scratch_weight - exact_weight).norm()),
         "nn_linear_weight_distance": float((model.weight.detach().squeeze(0) - exact_weight).norm()),
         "nn_linear_test_r2": 1 - test_mse["nn_linear"] / float(test_y.var(unbiased=False)),
+        "device": device.type,
         "seconds": round(time.perf_counter() - started, 1),
     }
 
@@ -145,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
                       xlabel="step", ylabel="train MSE", log_y=True, title="from scratch")
     plots.plot_curves({"nn.Linear + SGD": linear_losses}, run_dir / "nn_linear_loss.png",
                       xlabel="epoch", ylabel="train MSE", log_y=True, title="nn.Linear")
-    plots.plot_predictions(predictions["nn_linear"], test_y, run_dir / "predicted_vs_true.png",
+    plots.plot_predictions(predictions["nn_linear"].cpu(), test_y.cpu(), run_dir / "predicted_vs_true.png",
                            title="nn.Linear: predicted vs true (test)")
     runs.save_metrics(run_dir, summary)
 

@@ -9,7 +9,7 @@
 
 怎么跑
     roadmap run mnist_classification --smoke              # 自带样本，几秒
-    ROADMAP_DATA_DIR=../shared/data roadmap run mnist_classification
+    ROADMAP_DATA_DIR=/path/to/data roadmap run mnist_classification --max-train-samples 5000
     torchrun --nproc_per_node=2 -m stage1.mnist_classification --smoke   # 两个进程（CPU 上用 gloo）
 
 真实数据上的结果（训练 5,000 张 = 4,500 训练 + 500 验证，测试官方 10,000 张，2 核 CPU）：

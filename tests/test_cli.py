@@ -1,0 +1,152 @@
+"""roadmap.cli: common options, exercise discovery and the roadmap subcommands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from roadmap import cli
+
+from .conftest import REPO_ROOT
+
+
+def make_stage(root: Path, stage: str, files: dict[str, str]) -> None:
+    folder = root / stage
+    folder.mkdir(parents=True)
+    (folder / "__init__.py").write_text("")
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+
+
+EXERCISE = '"""路线图条目 {name}\n\n说明。\n"""\n\n\ndef main(argv=None):\n    return {{}}\n'
+
+
+def test_discover_finds_scripts_with_docstring_and_main(tmp_path):
+    make_stage(tmp_path, "stage1", {
+        "alpha.py": EXERCISE.format(name="alpha"),
+        "helper.py": '"""只是工具模块，没有 main。"""\n\nVALUE = 1\n',
+        "_private.py": EXERCISE.format(name="private"),
+        "no_doc.py": "def main(argv=None):\n    return {}\n",
+    })
+    make_stage(tmp_path, "stage2_transformer", {"beta.py": EXERCISE.format(name="beta")})
+    make_stage(tmp_path, "stage2_cnn_rnn", {"gamma.py": EXERCISE.format(name="gamma")})
+    (tmp_path / "stage9_not_a_package").mkdir()
+    (tmp_path / "stage9_not_a_package" / "delta.py").write_text(EXERCISE.format(name="delta"))
+
+    exercises = cli.discover_exercises(tmp_path)
+    assert [exercise.name for exercise in exercises] == ["alpha", "gamma", "beta"]
+    assert exercises[0].module == "stage1.alpha"
+    assert exercises[0].roadmap_line == "路线图条目 alpha"
+
+
+def test_discover_rejects_duplicate_names(tmp_path):
+    make_stage(tmp_path, "stage1", {"same.py": EXERCISE.format(name="a")})
+    make_stage(tmp_path, "stage2_cnn_rnn", {"same.py": EXERCISE.format(name="b")})
+    with pytest.raises(ValueError, match="重复"):
+        cli.discover_exercises(tmp_path)
+
+
+def test_repository_exercises_include_stage1():
+    names = [exercise.name for exercise in cli.discover_exercises()]
+    assert "linear_regression" in names
+    assert "mnist_classification" in names
+
+
+def test_find_exercise_suggests_close_name():
+    exercises = cli.discover_exercises()
+    with pytest.raises(SystemExit, match="mnist_classification"):
+        cli.find_exercise("mnist_classfication", exercises)
+
+
+def test_build_parser_common_options_and_defaults():
+    parser = cli.build_parser("demo", epochs=7, batch_size=16, lr=0.5, patience=3)
+    args = parser.parse_args([])
+    assert (args.epochs, args.batch_size, args.lr, args.patience) == (7, 16, 0.5, 3)
+    assert (args.smoke, args.device, args.precision, args.seed) == (False, "auto", "fp32", 42)
+    assert args.data_dir is None and args.output_dir is None and args.max_train_samples is None
+    args = parser.parse_args(["--smoke", "--data-dir", "d", "--output-dir", "o", "--epochs", "2", "--batch-size", "4",
+                              "--lr", "1e-3", "--seed", "1", "--device", "cpu", "--max-train-samples", "10",
+                              "--precision", "bf16", "--grad-accum-steps", "2", "--track", "tensorboard"])
+    assert args.smoke and args.data_dir == Path("d") and args.output_dir == Path("o")
+    assert (args.epochs, args.batch_size, args.lr, args.seed) == (2, 4, 1e-3, 1)
+    assert (args.device, args.max_train_samples, args.precision, args.grad_accum_steps) == ("cpu", 10, "bf16", 2)
+
+
+@pytest.mark.parametrize("option, value", [("--epochs", "0"), ("--batch-size", "-1"), ("--lr", "0"),
+                                           ("--lr", "abc"), ("--lr", "nan"), ("--device", "tpu")])
+def test_build_parser_rejects_bad_values(option, value, capsys):
+    parser = cli.build_parser("demo", epochs=1, batch_size=1, lr=0.1)
+    with pytest.raises(SystemExit) as error:
+        parser.parse_args([option, value])
+    assert error.value.code == 2
+    assert "参数错误" in capsys.readouterr().err
+
+
+def test_apply_smoke_shrinks_only_in_smoke_mode():
+    parser = cli.build_parser("demo", epochs=30, batch_size=1, lr=0.1)
+    args = parser.parse_args(["--smoke"])
+    cli.apply_smoke(args, epochs=2, max_train_samples=100)
+    assert (args.epochs, args.max_train_samples) == (2, 100)
+    args = parser.parse_args([])
+    cli.apply_smoke(args, epochs=2, max_train_samples=100)
+    assert (args.epochs, args.max_train_samples) == (30, None)
+
+
+def test_roadmap_list_prints_every_exercise(capsys):
+    assert cli.main(["list"]) == 0
+    output = capsys.readouterr().out
+    for exercise in cli.discover_exercises():
+        assert exercise.name in output
+        assert exercise.roadmap_line in output
+
+
+def test_roadmap_run_passes_arguments(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "linear_regression", "--smoke", "--output-dir", str(tmp_path / "lr")]) == 0
+    metrics = json.loads((tmp_path / "lr" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["test_samples"] == 89
+
+
+def test_roadmap_run_unknown_name_exits():
+    with pytest.raises(SystemExit, match="roadmap list"):
+        cli.main(["run", "no_such_exercise"])
+
+
+def test_roadmap_report_collects_tables(tmp_path, capsys):
+    from roadmap import runs
+
+    runs.save_metrics(tmp_path / "runs" / "script_a" / "t1", {"accuracy": 0.91})
+    output_file = tmp_path / "report.md"
+    assert cli.main(["report", "--runs-dir", str(tmp_path / "runs"), "--output", str(output_file)]) == 0
+    assert "0.9100" in capsys.readouterr().out
+    assert "script_a/t1" in output_file.read_text(encoding="utf-8")
+
+
+def test_roadmap_report_without_runs_returns_1(tmp_path, capsys):
+    assert cli.main(["report", "--runs-dir", str(tmp_path / "empty")]) == 1
+    assert "metrics.json" in capsys.readouterr().out
+
+
+def test_roadmap_tour_writes_summary(tmp_path):
+    """The console script end to end: one exercise through `roadmap tour --only`."""
+    command = [sys.executable, "-m", "roadmap.cli", "tour", "--only", "linear_regression",
+               "--output-dir", str(tmp_path / "tour")]
+    completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    summary = (tmp_path / "tour" / "summary.md").read_text(encoding="utf-8")
+    assert "| linear_regression | 通过 |" in summary
+    assert "1 个通过，0 个失败" in summary
+    assert (tmp_path / "tour" / "linear_regression" / "metrics.json").is_file()
+
+
+def test_tour_row_reports_failure_and_keeps_stderr(tmp_path):
+    broken = cli.Exercise(name="broken", module="stage1.no_such_module", path=tmp_path / "broken.py",
+                          roadmap_line="不存在")
+    row = cli._tour_row(broken, tmp_path / "broken", timeout=60)
+    assert row["状态"] == "失败"
+    assert "No module named" in row["主要指标"]
+    assert "No module named" in (tmp_path / "broken.stderr.txt").read_text(encoding="utf-8")
