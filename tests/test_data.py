@@ -277,3 +277,124 @@ def test_download_keyboard_interrupt_leaves_nothing(http_server, tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         data.download(base_url + "big.bin", out_dir / "big.bin")
     assert list(out_dir.iterdir()) == []
+
+
+# ---------------------------------------------------------------- 其他数据集与压缩包
+
+
+def test_load_cifar10_samples_shapes():
+    images, labels = data.load_cifar10("train", smoke=True)
+    assert images.shape[1:] == (3, 32, 32)
+    assert images.dtype == np.uint8
+    assert len(images) == len(labels)
+    assert set(np.unique(labels)) == set(range(10))
+
+
+def test_load_cifar10_channel_layout(tmp_path):
+    """Row layout is 1024 R, then 1024 G, then 1024 B bytes, each 32x32 row-major."""
+    import pickle
+
+    folder = tmp_path / "cifar10" / data.CIFAR10_SUBDIR
+    folder.mkdir(parents=True)
+    row = np.concatenate([np.full(1024, 10), np.full(1024, 20), np.full(1024, 30)]).astype(np.uint8)
+    row[1] = 99  # red channel, pixel (0, 1)
+    batch = {b"data": row[None, :], b"labels": [7]}
+    for name in ("data_batch_1", "test_batch"):
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": []}))
+    images, labels = data.load_cifar10("test", tmp_path)
+    assert images.shape == (1, 3, 32, 32)
+    assert images[0, :, 5, 5].tolist() == [10, 20, 30]
+    assert images[0, 0, 0, 1] == 99
+    assert labels.tolist() == [7]
+
+
+def test_load_cifar10_rejects_non_pickle(tmp_path):
+    folder = tmp_path / data.CIFAR10_SUBDIR
+    folder.mkdir()
+    for name in ("data_batch_1", "test_batch", "batches.meta"):
+        (folder / name).write_bytes(b"this is not a pickle")
+    with pytest.raises(data.DataFormatError, match="CIFAR-10"):
+        data.load_cifar10("train", tmp_path)
+
+
+def test_load_ag_news_samples():
+    texts, labels, classes = data.load_ag_news("train", smoke=True)
+    assert len(texts) == len(labels)
+    assert set(labels.tolist()) == {0, 1, 2, 3}
+    assert classes == ("World", "Sports", "Business", "Sci/Tech")
+
+
+def test_load_ag_news_joins_title_and_description(tmp_path):
+    (tmp_path / "test.csv").write_text('"2","Title here","Body text."\n"4","","Only body"\n', encoding="utf-8")
+    texts, labels, _ = data.load_ag_news("test", tmp_path)
+    assert texts == ["Title here Body text.", "Only body"]
+    assert labels.tolist() == [1, 3]
+
+
+def test_load_ag_news_rejects_bad_class(tmp_path):
+    (tmp_path / "test.csv").write_text('"7","Title","Body"\n', encoding="utf-8")
+    with pytest.raises(data.DataFormatError, match="第 1 行"):
+        data.load_ag_news("test", tmp_path)
+
+
+def test_load_airline_rejects_wrong_header(tmp_path):
+    (tmp_path / "airline_passengers.csv").write_text("date,value\n2000-01,5\n", encoding="utf-8")
+    with pytest.raises(data.DataFormatError, match="Month,Passengers"):
+        data.load_airline_passengers(tmp_path)
+
+
+def test_load_airline_accepts_quoted_header(tmp_path):
+    (tmp_path / "airline_passengers.csv").write_text('"Month","Passengers"\n"1949-01",112\n', encoding="utf-8")
+    months, values = data.load_airline_passengers(tmp_path)
+    assert months == ["1949-01"]
+    assert values.tolist() == [112.0]
+
+
+def test_load_translation_pairs_takes_first_two_columns(tmp_path):
+    (tmp_path / "cmn.txt").write_text("Hi.\t你好。\tCC-BY 2.0 (France) Attribution\n\nRun!\t跑！\n", encoding="utf-8")
+    assert data.load_translation_pairs(tmp_path) == [("Hi.", "你好。"), ("Run!", "跑！")]
+
+
+def test_load_translation_pairs_rejects_missing_tab(tmp_path):
+    (tmp_path / "cmn.txt").write_text("no tab here\n", encoding="utf-8")
+    with pytest.raises(data.DataFormatError, match="第 1 行"):
+        data.load_translation_pairs(tmp_path)
+
+
+def test_archive_download_extracts_tar(http_server, tmp_path, monkeypatch):
+    import io
+    import tarfile
+
+    served, base_url = http_server
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        content = b"payload"
+        info = tarfile.TarInfo("inner/file.txt")
+        info.size = len(content)
+        tar.addfile(info, io.BytesIO(content))
+    (served / "pack.tar.gz").write_bytes(buffer.getvalue())
+    monkeypatch.setattr(data, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    archive = data.Archive(base_url + "pack.tar.gz", checksum=hashlib.md5(buffer.getvalue()).hexdigest())
+    folder = data.find_dataset("packed", ["file.txt"], archive=archive, subdir="inner")
+    assert folder == tmp_path / "cache" / "packed" / "inner"
+    assert (folder / "file.txt").read_bytes() == b"payload"
+    assert not (tmp_path / "cache" / "pack.tar.gz").exists()
+
+
+def test_archive_rejects_path_traversal(http_server, tmp_path, monkeypatch):
+    import io
+    import zipfile
+
+    served, base_url = http_server
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zipped:
+        zipped.writestr("../escape.txt", "bad")
+    (served / "evil.zip").write_bytes(buffer.getvalue())
+    monkeypatch.setattr(data, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    with pytest.raises(data.DataFormatError, match="不安全"):
+        data.find_dataset("evil", ["escape.txt"], archive=data.Archive(base_url + "evil.zip"))
+    assert not (tmp_path / "escape.txt").exists()
+    assert not (tmp_path / "cache" / "escape.txt").exists()
