@@ -38,7 +38,7 @@ test-real: $(STAMP)
 	ROADMAP_REQUIRE_DATA=1 $(BIN)/python -m pytest -m real
 
 bench: $(STAMP)
-	@ls benchmarks/*.py >/dev/null 2>&1 || { echo "benchmarks/ 中还没有基准脚本"; exit 1; }
+	@ls benchmarks/*.py >/dev/null 2>&1 || { echo "benchmarks/ 中还没有基准脚本"; exit 0; }
 	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
 
 clean:

@@ -30,8 +30,30 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 STAGE_ORDER = ("stage1", "stage2_cnn_rnn", "stage2_transformer", "stage2_huggingface", "stage2_kaggle")
 
 
+class ChineseHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help formatter with Chinese headings and default values shown as （默认：...）."""
+
+    def add_usage(self, usage, actions, groups, prefix=None):
+        super().add_usage(usage, actions, groups, prefix="用法：" if prefix is None else prefix)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        if action.default is not argparse.SUPPRESS and action.default is not None and action.option_strings \
+                and not isinstance(action.default, bool):
+            help_text += "（默认：%(default)s）"
+        return help_text
+
+
 class ChineseArgumentParser(argparse.ArgumentParser):
-    """ArgumentParser whose own error line is Chinese (argparse's usage text stays as it is)."""
+    """ArgumentParser with Chinese help headings and error line (argparse's own messages stay English)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", ChineseHelpFormatter)
+        kwargs.setdefault("add_help", False)
+        super().__init__(*args, **kwargs)
+        self._positionals.title = "位置参数"
+        self._optionals.title = "选项"
+        self.add_argument("-h", "--help", action="help", default=argparse.SUPPRESS, help="显示帮助并退出")
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
@@ -45,6 +67,20 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"需要正整数，收到 {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"需要正整数（>= 1），收到 {value}")
+    return value
+
+
+MAX_SEED = 2**31 - 1
+
+
+def seed_int(text: str) -> int:
+    """Parse a seed in [0, 2**31 - 1]; the loop adds the epoch number, which must stay a valid seed."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"需要整数，收到 {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"种子要在 0 到 {MAX_SEED} 之间，收到 {value}")
     return value
 
 
@@ -73,7 +109,7 @@ def build_parser(
     `shared_loop=False` leaves out the options that only `roadmap.training.fit` implements
     (--grad-accum-steps, --patience, --resume, --track), for a script that writes its own loop.
     """
-    parser = ChineseArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ChineseArgumentParser(description=description)
     group = parser.add_argument_group("通用选项（每个练习都有）")
     group.add_argument("--smoke", action="store_true", help="冒烟运行：用仓库自带的小样本和极小的规模，离线几秒内跑完")
     group.add_argument("--data-dir", type=Path, default=None,
@@ -83,7 +119,7 @@ def build_parser(
     group.add_argument("--epochs", type=positive_int, default=epochs, help="训练轮数（epoch）")
     group.add_argument("--batch-size", type=positive_int, default=batch_size, help="每个进程每步的样本数")
     group.add_argument("--lr", type=positive_float, default=lr, help="学习率")
-    group.add_argument("--seed", type=int, default=42, help="随机种子（数据划分、初始化、打乱顺序）")
+    group.add_argument("--seed", type=seed_int, default=42, help="随机种子（数据划分、初始化、打乱顺序）")
     group.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
                        help="运行设备；auto 依次选 cuda、mps、cpu")
     group.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
@@ -119,25 +155,77 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
-def start_run(args: argparse.Namespace, script_name: str) -> Path:
-    """Set up logging and the seed, create the run folder and write config.json; return the folder.
+# 续训时允许与原运行不同的选项；其余选项（数据、批大小、学习率、种子……）一变，续训就不再是同一次训练。
+RESUME_MAY_CHANGE = {"resume", "output_dir", "track", "device", "data_dir"}
 
-    With `--resume RUN_DIR` the run continues in RUN_DIR, so its checkpoints and metrics stay together.
+
+def _check_resume(args: argparse.Namespace, script_name: str) -> None:
+    """Reject `--resume RUN_DIR` unless RUN_DIR is a run of this script with the same options and a checkpoint."""
+    run_dir = args.resume
+    if not run_dir.is_dir():
+        raise SystemExit(f"--resume 指定的运行目录不存在：{run_dir}")
+    config_path = run_dir / runs.CONFIG_FILE
+    try:
+        saved = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise SystemExit(f"--resume {run_dir}：这里没有可读的 {runs.CONFIG_FILE}，不是一个运行目录") from None
+    if saved.get("script") != script_name:
+        raise SystemExit(f"--resume {run_dir}：这是 {saved.get('script')!r} 的运行目录，不是 {script_name} 的")
+    if not (run_dir / "checkpoints").is_dir():
+        raise SystemExit(f"--resume {run_dir}：目录里没有 checkpoints/，没有可以继续的训练")
+    current = json.loads(json.dumps({"script": script_name, **vars(args)}, default=str))
+    changed = [f"{key}: {saved.get(key)!r} -> {value!r}" for key, value in current.items()
+               if key not in RESUME_MAY_CHANGE and saved.get(key) != value]
+    if changed:
+        raise SystemExit("续训必须使用与原运行相同的选项，否则数据划分或学习率调度会对不上。不同之处：\n  "
+                         + "\n  ".join(changed) + "\n想换选项请开一个新的运行（不加 --resume）。")
+
+
+def start_run(args: argparse.Namespace, script_name: str) -> Path:
+    """Check the device options, set up logging and the seed, create the run folder and write config.json.
+
+    With `--resume RUN_DIR` the run continues in RUN_DIR, so its checkpoints and metrics stay
+    together; RUN_DIR must be a run of the same script with the same options. Returns the folder.
     """
     from accelerate.utils import set_seed
 
+    from roadmap import training
+
     setup_logging()
+    device = training.check_device_options(args)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        # 先按将要使用的设备建立进程组，Accelerator 之后会复用它；create_run_dir 要用它广播运行目录名。
+        PartialState(cpu=device.type == "cpu")
     set_seed(args.seed)
-    if args.resume is not None:
-        if not args.resume.is_dir():
-            raise SystemExit(f"--resume 指定的运行目录不存在：{args.resume}")
+    if getattr(args, "resume", None) is not None:
+        _check_resume(args, script_name)
         run_dir = runs.create_run_dir(script_name, args.resume)
     else:
         run_dir = runs.create_run_dir(script_name, args.output_dir)
-    runs.save_config(run_dir, {"script": script_name, **vars(args)})
+        runs.save_config(run_dir, {"script": script_name, **vars(args)})
     if runs.is_main_process():
         logger.info("运行目录：%s", run_dir)
     return run_dir
+
+
+def run_script(main_function) -> None:
+    """Call a script's `main()` and turn the errors a learner can fix into a short Chinese message.
+
+    Missing or malformed data, a diverging loss and Ctrl-C end with one message and exit status 1
+    (130 for Ctrl-C) instead of a traceback; every other error keeps its traceback.
+    """
+    from roadmap import data
+
+    try:
+        main_function()
+    except (data.DataNotFoundError, data.DataFormatError, data.ChecksumError, FloatingPointError) as error:
+        print(f"错误：{error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print("\n已中断。", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 # ---------------------------------------------------------------- 发现练习
@@ -194,7 +282,8 @@ def find_exercise(name: str, exercises: Sequence[Exercise]) -> Exercise:
         if name in (exercise.name, exercise.module):
             return exercise
     names = [exercise.name for exercise in exercises]
-    close = difflib.get_close_matches(name, names, n=3)
+    close = [candidate for candidate in names if name.lower() in candidate.lower()]
+    close += [candidate for candidate in difflib.get_close_matches(name, names, n=3) if candidate not in close]
     hint = f"；你是不是想找：{', '.join(close)}" if close else ""
     raise SystemExit(f"没有名为 {name!r} 的练习{hint}。用 `roadmap list` 查看全部练习。")
 
@@ -213,7 +302,8 @@ def command_list(_: argparse.Namespace) -> int:
 def command_run(args: argparse.Namespace) -> int:
     exercise = find_exercise(args.name, discover_exercises())
     module = importlib.import_module(exercise.module)
-    module.main(list(args.script_args))
+    sys.argv[0] = f"roadmap run {exercise.name}"  # argparse 用它做 --help 和报错里的程序名
+    run_script(lambda: module.main(list(args.script_args)))
     return 0
 
 
@@ -223,8 +313,9 @@ def _tour_row(exercise: Exercise, output_dir: Path, timeout: float) -> dict[str,
     try:
         completed = subprocess.run(command, cwd=Path.cwd(), capture_output=True, text=True, timeout=timeout)
         returncode, stderr = completed.returncode, completed.stderr
-    except subprocess.TimeoutExpired:
-        returncode, stderr = -1, f"超时（{timeout:.0f} 秒）"
+    except subprocess.TimeoutExpired as error:
+        partial = error.stderr.decode("utf-8", "replace") if isinstance(error.stderr, bytes) else (error.stderr or "")
+        returncode, stderr = -1, f"{partial}\n超时（{timeout:g} 秒）"
     seconds = time.perf_counter() - started
     row: dict[str, Any] = {"练习": exercise.name, "状态": "通过" if returncode == 0 else "失败", "用时(秒)": f"{seconds:.1f}"}
     metrics_path = output_dir / runs.METRICS_FILE
@@ -246,6 +337,8 @@ def command_tour(args: argparse.Namespace) -> int:
     if args.only:
         exercises = [find_exercise(name, exercises) for name in args.only]
     tour_dir: Path = args.output_dir
+    if tour_dir.exists() and not tour_dir.is_dir():
+        raise SystemExit(f"--output-dir 指向的是一个文件而不是文件夹：{tour_dir}")
     tour_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for index, exercise in enumerate(exercises, start=1):
@@ -269,6 +362,8 @@ def command_report(args: argparse.Namespace) -> int:
     table = runs.report_table(rows)
     print(table)
     if args.output is not None:
+        if args.output.is_dir():
+            raise SystemExit(f"--output 应该是一个文件路径，而 {args.output} 是文件夹")
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(table + "\n", encoding="utf-8")
         print(f"\n已写入 {args.output}")

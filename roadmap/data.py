@@ -104,7 +104,7 @@ def find_dataset(
                 return folder
 
     target = CACHE_DIR / name
-    expected = "\n".join(f"  - {root / name / subdir}" for root in roots)
+    expected = "\n".join(f"  - {root / name / subdir}（或 {root / subdir}）" for root in roots)
     files = ", ".join(filenames)
     sources = [archive.url] if archive else [(urls or {}).get(f) or (base_url or "") + f for f in filenames]
     if archive is None and base_url is None and not urls:
@@ -112,6 +112,7 @@ def find_dataset(
             f"找不到数据集 {name}（需要文件：{files}）。已查找：\n{expected}\n"
             f"请把数据放到上面任一位置，或用 --data-dir / ${ENV_VAR} 指定；只想先跑通流程请加 --smoke。{hint}"
         )
+    target_existed = target.exists()
     try:
         if archive is not None:
             download_and_extract(archive, target)
@@ -123,6 +124,8 @@ def find_dataset(
                     options = {checksum_algorithm: expected_hash} if expected_hash else {}
                     download(url, target / subdir / filename, **options)
     except (urllib.error.URLError, OSError, TimeoutError) as error:
+        if not target_existed:
+            shutil.rmtree(target, ignore_errors=True)  # 不在缓存里留下空文件夹
         raise DataNotFoundError(
             f"找不到数据集 {name}（需要文件：{files}），下载也失败了：{error}。\n已查找：\n{expected}\n"
             f"下载地址：{', '.join(sources)}\n离线时请把文件放到上面任一位置（或用 --data-dir / ${ENV_VAR} 指定），"
@@ -305,10 +308,15 @@ def load_mnist(split: str, data_dir: str | os.PathLike | None = None, *, smoke: 
                               checksum_algorithm="md5")
     images = read_idx(folder / filenames[0])
     labels = read_idx(folder / filenames[1]).astype(np.int64)
-    if images.ndim != 3 or labels.ndim != 1:
-        raise DataFormatError(f"MNIST {split} 的形状不对：图片 {images.shape}，标签 {labels.shape}")
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8 or labels.ndim != 1:
+        raise DataFormatError(f"MNIST {split} 的格式不对：图片 {images.shape} {images.dtype}，标签 {labels.shape}；"
+                              "应为 uint8 (N, 28, 28) 和 (N,)")
     if len(images) != len(labels):
         raise DataFormatError(f"MNIST {split} 的图片数 {len(images)} 与标签数 {len(labels)} 不一致")
+    if len(labels) == 0:
+        raise DataFormatError(f"MNIST {split} 是空的")
+    if labels.min() < 0 or labels.max() > 9:
+        raise DataFormatError(f"MNIST {split} 的标签应在 0-9 之间，实际范围 {labels.min()}..{labels.max()}")
     return images, labels
 
 

@@ -31,15 +31,44 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def _new_run_name(script_name: str) -> Path:
+    """Create `runs/<script>/<time>/`, adding `-2`, `-3`, ... when a run started in the same second."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1, 1000):
+        run_dir = RUNS_ROOT / script_name / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=False)
+            return run_dir
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"无法在 {RUNS_ROOT / script_name} 下创建新的运行目录")
+
+
 def create_run_dir(script_name: str, output_dir: str | os.PathLike | None = None) -> Path:
-    """Create (on rank 0) and return the run folder: `output_dir` or `runs/<script>/<time>/`."""
+    """Create (on rank 0) and return the run folder: `output_dir` or a new `runs/<script>/<time>/`.
+
+    In a multi-process run (WORLD_SIZE > 1) rank 0 picks the new folder's name and broadcasts it,
+    so every rank writes checkpoints to, and reads them from, the same place.
+    """
     if output_dir is not None:
         run_dir = Path(output_dir)
-    else:
-        run_dir = RUNS_ROOT / script_name / time.strftime("%Y%m%d-%H%M%S")
-    if is_main_process():
-        run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+        if run_dir.exists() and not run_dir.is_dir():
+            raise SystemExit(f"--output-dir 指向的是一个文件而不是文件夹：{run_dir}")
+        if is_main_process():
+            run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+        from accelerate.utils import broadcast_object_list
+
+        # PartialState 必须已经按正确的设备初始化过（cli.start_run 会做），否则这里的广播不会发生。
+        PartialState()
+        names = [str(_new_run_name(script_name)) if is_main_process() else None]
+        broadcast_object_list(names, from_process=0)
+        if names[0] is None:
+            raise RuntimeError("多进程运行时没能从 rank 0 拿到运行目录名；请先调用 cli.start_run，或给出 --output-dir")
+        return Path(names[0])
+    return _new_run_name(script_name)
 
 
 def _to_jsonable(value: Any) -> Any:
@@ -50,7 +79,9 @@ def _to_jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_to_jsonable(item) for item in value]
     if hasattr(value, "item") and callable(value.item):  # numpy / torch 标量
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON 没有 NaN/Infinity；写成 null，读的一方能看出这个值无效
     return value
 
 
@@ -141,7 +172,7 @@ def collect_report(root: str | os.PathLike = RUNS_ROOT) -> list[dict[str, Any]]:
     for path in find_metrics(root):
         try:
             metrics = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             logger.warning("跳过无法读取的 %s：%s", path, error)
             continue
         if not isinstance(metrics, Mapping):
@@ -159,11 +190,12 @@ def _script_name(run_dir: Path, root: Path) -> str:
     if config_path.is_file():
         try:
             script = json.loads(config_path.read_text(encoding="utf-8")).get("script")
-        except (OSError, json.JSONDecodeError, AttributeError):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
             script = None
         if isinstance(script, str) and script:
             return script
-    return run_dir.relative_to(root).parts[0]
+    parts = run_dir.relative_to(root).parts
+    return parts[0] if parts else root.name
 
 
 def report_table(rows: Iterable[Mapping[str, Any]]) -> str:

@@ -28,6 +28,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import DataLoaderConfiguration, set_seed
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 from torch.utils.data import DataLoader
@@ -60,16 +61,22 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def check_device_options(args: argparse.Namespace) -> torch.device:
+    """Return the device for `--device`, or raise SystemExit when it or `--precision` cannot run here."""
+    device = select_device(getattr(args, "device", "auto"))
+    if getattr(args, "precision", "fp32") == "fp16" and device.type != "cuda":
+        raise SystemExit("--precision fp16 需要 CUDA GPU；在 CPU 或 MPS 上请用 --precision bf16 或 fp32")
+    return device
+
+
 def create_accelerator(args: argparse.Namespace, run_dir: Path | None = None) -> Accelerator:
     """Create the Accelerator for `--device`, `--precision`, `--grad-accum-steps`, `--seed` and `--track`.
 
     Raises SystemExit with a Chinese message when the requested device or precision is not available.
     """
-    device = select_device(getattr(args, "device", "auto"))
+    device = check_device_options(args)
     precision = getattr(args, "precision", "fp32")
     use_cpu = device.type == "cpu"
-    if precision == "fp16" and device.type != "cuda":
-        raise SystemExit("--precision fp16 需要 CUDA GPU；在 CPU 或 MPS 上请用 --precision bf16 或 fp32")
 
     track = getattr(args, "track", "none")
     log_with = None if track == "none" else track
@@ -89,7 +96,8 @@ def create_accelerator(args: argparse.Namespace, run_dir: Path | None = None) ->
     )
     if log_with is not None:
         config = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
-        accelerator.init_trackers("nlp-roadmap", config=config)
+        init_kwargs = {"wandb": {"dir": str(run_dir)}} if log_with == "wandb" and run_dir is not None else {}
+        accelerator.init_trackers("nlp-roadmap", config=config, init_kwargs=init_kwargs)
     return accelerator
 
 
@@ -159,8 +167,13 @@ def _save_checkpoint(directory: Path, accelerator: Accelerator, model: nn.Module
     if scheduler is not None:
         torch.save(scheduler.state_dict(), temp_dir / "scheduler.pt")
     (temp_dir / STATE_FILE).write_text(json.dumps(state, ensure_ascii=False, indent=2), encoding="utf-8")
-    shutil.rmtree(directory, ignore_errors=True)
+    # 先把旧检查点挪开、再把新的换进来：任何时刻被杀掉，磁盘上都至少有一份完整的检查点。
+    old_dir = directory.with_name(directory.name + ".old")
+    shutil.rmtree(old_dir, ignore_errors=True)
+    if directory.exists():
+        directory.rename(old_dir)
     temp_dir.rename(directory)
+    shutil.rmtree(old_dir, ignore_errors=True)
 
 
 def _save_best(directory: Path, accelerator: Accelerator, model: nn.Module, state: Mapping[str, Any]) -> None:
@@ -231,20 +244,27 @@ def fit(
     last_dir = checkpoint_dir / "last" if checkpoint_dir is not None else None
     best_dir = checkpoint_dir / "best" if checkpoint_dir is not None else None
 
-    if resume and last_dir is not None and (last_dir / STATE_FILE).is_file():
-        state = json.loads((last_dir / STATE_FILE).read_text(encoding="utf-8"))
-        load_model(accelerator.unwrap_model(model), str(last_dir / MODEL_FILE), device="cpu")
-        optimizer.load_state_dict(torch.load(last_dir / "optimizer.pt", weights_only=True))
-        if scheduler is not None and (last_dir / "scheduler.pt").is_file():
-            scheduler.load_state_dict(torch.load(last_dir / "scheduler.pt", weights_only=True))
-        start_epoch = state["epoch"]
+    if resume and last_dir is not None and not last_dir.is_dir() and last_dir.with_name("last.old").is_dir():
+        last_dir = last_dir.with_name("last.old")  # 上次保存时恰好在两次改名之间被中断
+    if resume and last_dir is not None and last_dir.is_dir():
+        try:
+            state = json.loads((last_dir / STATE_FILE).read_text(encoding="utf-8"))
+            load_model(accelerator.unwrap_model(model), str(last_dir / MODEL_FILE), device="cpu")
+            optimizer.load_state_dict(torch.load(last_dir / "optimizer.pt", weights_only=True))
+            if scheduler is not None:
+                scheduler.load_state_dict(torch.load(last_dir / "scheduler.pt", weights_only=True))
+            start_epoch = state["epoch"]
+            history = state["history"]
+            best_value, best_epoch = state["best_value"], state["best_epoch"]
+            epochs_without_improvement = state["epochs_without_improvement"]
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as error:
+            # JSONDecodeError 是 ValueError；load_state_dict 形状不符时抛 RuntimeError
+            raise SystemExit(f"[{name}] 检查点 {last_dir} 损坏或不完整（{type(error).__name__}: {error}）。"
+                             "请换一个运行目录，或删除这个检查点后重新训练。") from None
         if state.get("epochs", epochs) != epochs:
             logger.warning("[%s] 续训时 --epochs 从 %d 改成了 %d：按总步数设定的学习率调度（例如 OneCycle）"
                            "已经按原来的步数走完或即将走完，多出的 epoch 会用接近 0 的学习率。"
                            "想训练更久请开一个新的运行。", name, state["epochs"], epochs)
-        history = state["history"]
-        best_value, best_epoch = state["best_value"], state["best_epoch"]
-        epochs_without_improvement = state["epochs_without_improvement"]
         logger.info("[%s] 从 %s 继续：已完成 %d 个 epoch", name, last_dir, start_epoch)
     elif resume:
         logger.info("[%s] 没有找到可续训的检查点（%s），从头开始训练", name, last_dir)
@@ -301,7 +321,8 @@ def fit(
             shown = "  ".join(f"{key}={value:.4f}" for key, value in record.items() if key != "epoch")
             logger.info("[%s] epoch %d/%d  %s%s", name, epoch + 1, epochs, shown, "  *最佳*" if improved else "")
             if accelerator.trackers:
-                accelerator.log({f"{name}/{key}": value for key, value in record.items() if key != "epoch"}, step=epoch + 1)
+                # 不传 step：同一个运行里会先后训练几个模型，wandb 要求 step 单调递增，epoch 号作为普通指标记下。
+                accelerator.log({f"{name}/{key}": value for key, value in record.items()})
             if last_dir is not None:
                 _save_checkpoint(last_dir, accelerator, model, optimizer, scheduler, {
                     "epoch": epoch + 1, "epochs": epochs, "history": history, "best_value": best_value, "best_epoch": best_epoch,
@@ -312,14 +333,18 @@ def fit(
                 logger.info("[%s] 早停：%s 已连续 %d 个 epoch 没有变好", name, monitor, patience)
     except KeyboardInterrupt:
         if last_dir is not None and accelerator.is_main_process:
-            logger.warning("[%s] 训练在第 %d 个 epoch 被中断。最近一个完整 epoch 的检查点在 %s；"
-                           "加上 --resume <运行目录> 可以从那里继续。", name, epoch + 1, last_dir)
+            if last_dir.is_dir():
+                logger.warning("[%s] 训练在第 %d 个 epoch 被中断。最近一个完整 epoch 的检查点在 %s；"
+                               "用同样的选项加上 --resume <运行目录> 可以从那里继续。", name, epoch + 1, last_dir)
+            else:
+                logger.warning("[%s] 训练在第 1 个 epoch 完成前被中断，还没有可以续训的检查点。", name)
         raise
 
     if not history:
         raise ValueError(f"[{name}] 没有训练任何 epoch（epochs={epochs}）")
+    # 屏障放在判断之外：每个进程都必须到达，否则 rank 0 会在这里永远等下去。
+    accelerator.wait_for_everyone()
     if restore_best and best_dir is not None and (best_dir / MODEL_FILE).is_file():
-        accelerator.wait_for_everyone()
         load_model(accelerator.unwrap_model(model), str(best_dir / MODEL_FILE), device="cpu")
 
     best_metrics = next(record for record in history if record["epoch"] == best_epoch)

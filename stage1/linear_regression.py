@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import torch
@@ -40,6 +41,8 @@ def load_data(seed: int, max_train_samples: int | None = None) -> dict[str, torc
     train_x, test_x, train_y, test_y = train_test_split(features, targets, test_size=0.2, random_state=seed)
     if max_train_samples is not None:
         train_x, train_y = train_x[:max_train_samples], train_y[:max_train_samples]
+    if len(train_y) < 20:
+        raise SystemExit(f"训练样本只有 {len(train_y)} 条；10 个特征加偏置需要远多于 11 条样本，请把 --max-train-samples 设到 20 以上")
     mean, std = train_x.mean(axis=0), train_x.std(axis=0)
     to_tensor = lambda array: torch.tensor(array, dtype=torch.float32)  # noqa: E731
     return {
@@ -93,6 +96,8 @@ def train_with_nn_linear(train_x: torch.Tensor, train_y: torch.Tensor, epochs: i
             optimizer.step()
             scheduler.step()
             total += loss.item() * len(targets)
+        if not math.isfinite(total):
+            raise FloatingPointError(f"nn.Linear + SGD 发散了（训练 MSE = {total}）：学习率 {lr} 太大，试试 --lr 0.01")
         losses.append(total / len(train_y))
     return model, losses
 
@@ -161,4 +166,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run_script(main)

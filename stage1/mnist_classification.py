@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 import torch
+from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
@@ -84,12 +85,14 @@ def prepare_data(args) -> dict[str, torch.Tensor]:
     order = rng.permutation(len(train_labels))
     if args.max_train_samples is not None:
         order = order[: args.max_train_samples]
-    # 每个类各取同样比例做验证集（分层抽样），类别均衡不会因为划分而被打破。
-    validation_index = np.concatenate([
-        order[train_labels[order] == digit][: max(1, int(round(VALIDATION_FRACTION * (train_labels[order] == digit).sum())))]
-        for digit in range(NUM_CLASSES) if (train_labels[order] == digit).any()
-    ])
-    train_index = np.setdiff1d(order, validation_index)
+    if len(order) < 20:
+        raise SystemExit(f"训练样本只有 {len(order)} 张，至少要 20 张才能划出验证集（调大 --max-train-samples）")
+    # 分层抽样（stratified）：每个类各取约 10% 做验证集，类别比例不会因为划分而改变。
+    # 某个类只有 1 张图时无法分层，就退回普通随机划分。
+    counts = np.bincount(train_labels[order], minlength=NUM_CLASSES)
+    stratify = train_labels[order] if counts[counts > 0].min() >= 2 else None
+    train_index, validation_index = train_test_split(order, test_size=VALIDATION_FRACTION, random_state=args.seed,
+                                                     stratify=stratify)
 
     pixels = torch.from_numpy(train_images).float() / 255.0
     mean = pixels[train_index].mean()
@@ -225,4 +228,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run_script(main)

@@ -150,3 +150,119 @@ def test_tour_row_reports_failure_and_keeps_stderr(tmp_path):
     assert row["状态"] == "失败"
     assert "No module named" in row["主要指标"]
     assert "No module named" in (tmp_path / "broken.stderr.txt").read_text(encoding="utf-8")
+
+
+def test_help_is_chinese(capsys):
+    parser = cli.build_parser("demo", epochs=3, batch_size=8, lr=0.1)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    output = capsys.readouterr().out
+    assert output.startswith("用法：")
+    assert "（默认：3）" in output
+    assert "显示帮助并退出" in output
+
+
+@pytest.mark.parametrize("value", ["-1", "2147483648", "x"])
+def test_seed_out_of_range_rejected(value, capsys):
+    parser = cli.build_parser("demo", epochs=1, batch_size=1, lr=0.1)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--seed", value])
+    assert "参数错误" in capsys.readouterr().err
+
+
+def make_resumable_run(run_dir: Path, script: str, **options) -> None:
+    from roadmap import runs
+
+    parser = cli.build_parser("demo", epochs=3, batch_size=8, lr=0.1)
+    args = parser.parse_args([])
+    for key, value in options.items():
+        setattr(args, key, value)
+    runs.save_config(run_dir, {"script": script, **vars(args)})
+    (run_dir / "checkpoints").mkdir(parents=True)
+
+
+def resume_args(run_dir: Path, *extra: str):
+    parser = cli.build_parser("demo", epochs=3, batch_size=8, lr=0.1)
+    return parser.parse_args(["--resume", str(run_dir), *extra])
+
+
+def test_resume_same_options_accepted(tmp_path):
+    make_resumable_run(tmp_path / "run", "demo_script")
+    cli._check_resume(resume_args(tmp_path / "run"), "demo_script")
+
+
+def test_resume_other_script_rejected(tmp_path):
+    make_resumable_run(tmp_path / "run", "linear_regression")
+    with pytest.raises(SystemExit, match="linear_regression"):
+        cli._check_resume(resume_args(tmp_path / "run"), "mnist_classification")
+
+
+def test_resume_changed_options_rejected(tmp_path):
+    make_resumable_run(tmp_path / "run", "demo_script")
+    with pytest.raises(SystemExit, match="batch_size: 8 -> 64"):
+        cli._check_resume(resume_args(tmp_path / "run", "--batch-size", "64"), "demo_script")
+
+
+def test_resume_without_checkpoints_rejected(tmp_path):
+    make_resumable_run(tmp_path / "run", "demo_script")
+    (tmp_path / "run" / "checkpoints").rmdir()
+    with pytest.raises(SystemExit, match="checkpoints"):
+        cli._check_resume(resume_args(tmp_path / "run"), "demo_script")
+
+
+def test_resume_folder_without_config_rejected(tmp_path):
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(SystemExit, match="config.json"):
+        cli._check_resume(resume_args(tmp_path / "plain"), "demo_script")
+
+
+def test_resume_does_not_overwrite_config(tmp_path, monkeypatch):
+    """A resumed run keeps the original config.json as the record of what ran."""
+    make_resumable_run(tmp_path / "run", "demo_script")
+    before = (tmp_path / "run" / "config.json").read_text(encoding="utf-8")
+    cli.start_run(resume_args(tmp_path / "run", "--device", "cpu"), "demo_script")
+    assert (tmp_path / "run" / "config.json").read_text(encoding="utf-8") == before
+
+
+def test_run_script_prints_data_error_without_traceback(capsys):
+    from roadmap import data
+
+    def failing_main():
+        raise data.DataNotFoundError("找不到数据集 mnist")
+
+    with pytest.raises(SystemExit) as error:
+        cli.run_script(failing_main)
+    assert error.value.code == 1
+    stderr = capsys.readouterr().err
+    assert stderr.strip() == "错误：找不到数据集 mnist"
+
+
+def test_run_script_keeps_other_errors():
+    def broken_main():
+        raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        cli.run_script(broken_main)
+
+
+def test_script_missing_data_exits_with_message(tmp_path):
+    """End to end: offline with no MNIST anywhere, the script ends with one Chinese message."""
+    command = [sys.executable, "-m", "stage1.mnist_classification", "--data-dir", str(tmp_path / "none"),
+               "--output-dir", str(tmp_path / "out")]
+    environment = {**__import__("os").environ, "ROADMAP_DATA_DIR": str(tmp_path / "env"),
+                   # A proxy on a closed loopback port makes the download fail at once, as offline.
+                   "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=environment)
+    assert completed.returncode == 1
+    assert "Traceback" not in completed.stderr
+    assert "找不到数据集 mnist" in completed.stderr
+    assert "--smoke" in completed.stderr
+    assert str(tmp_path / "none" / "mnist") in completed.stderr
+
+
+def test_roadmap_report_output_folder_rejected(tmp_path):
+    from roadmap import runs
+
+    runs.save_metrics(tmp_path / "runs" / "a" / "t", {"accuracy": 1.0})
+    with pytest.raises(SystemExit, match="文件夹"):
+        cli.main(["report", "--runs-dir", str(tmp_path / "runs"), "--output", str(tmp_path)])

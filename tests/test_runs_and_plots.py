@@ -101,3 +101,32 @@ def test_other_plots_write_png(tmp_path):
     assert_png(plots.plot_image_grid(np.zeros((0, 8, 8)), [], tmp_path / "none.png"))
     assert_png(plots.plot_predictions([1, 2, 3], [1.5, 2, 2.5], tmp_path / "pred.png"))
     assert_png(plots.plot_curves({"rnn": [1, 0.1, 0.01]}, tmp_path / "log.png", log_y=True))
+
+
+def test_runs_in_same_second_get_distinct_folders(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(runs.time, "strftime", lambda fmt: "20260101-000000")
+    first = runs.create_run_dir("demo")
+    second = runs.create_run_dir("demo")
+    assert first != second
+    assert second.name == "20260101-000000-2"
+    assert first.is_dir() and second.is_dir()
+
+
+def test_output_dir_that_is_a_file_rejected(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit, match="文件"):
+        runs.create_run_dir("demo", tmp_path / "file")
+
+
+def test_save_metrics_writes_null_for_nan(tmp_path):
+    runs.save_metrics(tmp_path, {"loss": float("nan"), "ok": 1.0})
+    assert json.loads((tmp_path / runs.METRICS_FILE).read_text(encoding="utf-8")) == {"loss": None, "ok": 1.0}
+
+
+def test_collect_report_skips_non_utf8_and_root_file(tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / runs.METRICS_FILE).write_bytes(b'\xff\xfe{"x": 1}')
+    (tmp_path / runs.METRICS_FILE).write_text('{"k": 1}', encoding="utf-8")
+    rows = runs.collect_report(tmp_path)
+    assert rows == [{"script": tmp_path.name, "run": ".", "k": 1}]

@@ -192,3 +192,18 @@ def test_create_accelerator_rejects_missing_cuda():
 def test_fit_rejects_bad_mode():
     with pytest.raises(ValueError, match="mode"):
         run_fit(epochs=1, mode="maximum")
+
+
+def test_corrupt_checkpoint_gives_clear_error(tmp_path):
+    run_fit(tmp_path, epochs=1)
+    (tmp_path / "toy" / "last" / training.MODEL_FILE).write_bytes(b"truncated")
+    with pytest.raises(SystemExit, match="损坏"):
+        run_fit(tmp_path, epochs=2, resume=True)
+
+
+def test_resume_falls_back_to_old_checkpoint(tmp_path):
+    """A kill between the two renames of a checkpoint save leaves only last.old: resume uses it."""
+    run_fit(tmp_path, epochs=1)
+    (tmp_path / "toy" / "last").rename(tmp_path / "toy" / "last.old")
+    _, result = run_fit(tmp_path, epochs=2, resume=True)
+    assert [record["epoch"] for record in result.history] == [1, 2]
