@@ -78,6 +78,10 @@ def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: Path,
     figure.colorbar(image, ax=axis, fraction=0.046)
     axis.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=labels, yticklabels=labels,
              xlabel="predicted", ylabel="true", title=title)
+    if max(len(str(label)) for label in labels) > 3:
+        axis.tick_params(axis="x", labelrotation=45)  # 长类名（airplane、automobile）横排会互相压住
+        for tick in axis.get_xticklabels():
+            tick.set_horizontalalignment("right")
     threshold = matrix.max() / 2 if matrix.size else 0
     for row in range(matrix.shape[0]):
         for column in range(matrix.shape[1]):

@@ -44,3 +44,14 @@ def test_every_stage_exercise_is_discovered():
     assert len(EXERCISES) >= 2
     for exercise in EXERCISES:
         assert exercise.roadmap_line, f"{exercise.name} has no roadmap line"
+
+
+@pytest.mark.parametrize("exercise", EXERCISES, ids=[exercise.name for exercise in EXERCISES])
+def test_exercise_entry_point_uses_run_script(exercise):
+    """`python -m stage.script` must end missing-data errors with a message, not a traceback."""
+    import ast
+
+    tree = ast.parse(exercise.path.read_text(encoding="utf-8"))
+    entry = [node for node in tree.body if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)]
+    assert entry, f"{exercise.name} has no `if __name__ == \"__main__\"` block"
+    assert "cli.run_script(main)" in ast.unparse(entry[0])
