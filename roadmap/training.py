@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import shutil
@@ -41,6 +42,21 @@ LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "trainer_state.json"
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Run PyTorch's CPU ops on one thread inside the block, then restore the previous thread count.
+
+    Tiny models (a (32, 32) matrix product per step) spend longer synchronising threads than
+    computing. On a busy 2-core machine one thread measured 5-10x faster for the RNN lessons.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def select_device(name: str = "auto") -> torch.device:

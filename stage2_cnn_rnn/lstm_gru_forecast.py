@@ -342,22 +342,6 @@ def train_one(cell: str, seed: int, prepared: dict, args, accelerator, run_dir) 
     return accelerator.unwrap_model(model), result
 
 
-@contextlib.contextmanager
-def single_thread():
-    """Run PyTorch's CPU ops on one thread for a while, then restore the previous thread count.
-
-    With a batch of 16 windows and 32 hidden units every matrix is tiny: splitting it across threads
-    costs more in synchronisation than it saves. Measured on a busy 2-core machine: 7 ms per
-    training step with one thread, 30 ms or more with two.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def train_seeds(cell: str, seeds: list[int], prepared: dict, values: np.ndarray, args, accelerator, run_dir) -> dict:
     """Train one model per seed and collect its one-step and recursive forecasts of the test window."""
     collected: dict = {"one_step": [], "recursive": [], "best_epochs": [], "ranks_agree": True}
@@ -437,7 +421,7 @@ def main(argv: list[str] | None = None) -> dict:
     drift_baseline = seasonal_naive_with_drift(values, test_months, prepared["test_start"])
     forecasts = {"seasonal naive": baseline}
     seeds = [args.seed + offset for offset in range(args.num_seeds)]
-    with single_thread() if accelerator.device.type == "cpu" else contextlib.nullcontext():
+    with training.single_thread() if accelerator.device.type == "cpu" else contextlib.nullcontext():
         trained = {cell: train_seeds(cell, seeds, prepared, values, args, accelerator, run_dir) for cell in CELLS}
 
     # 先放最重要的几个 RMSE：roadmap tour 的汇总表只显示前几个指标。

@@ -245,21 +245,6 @@ def per_step_factor(lengths: list[int], norms: np.ndarray) -> float:
     return float(10 ** slope)
 
 
-@contextlib.contextmanager
-def single_thread():
-    """Run PyTorch's CPU ops on one thread for a while, then restore the previous thread count.
-
-    A (32, 32) matrix product is too small to split across threads: the threads spend longer
-    synchronising than computing. On a busy 2-core machine one thread measured 5-10x faster here.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 # ---------------------------------------------------------------- 图
 
 
@@ -330,7 +315,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 3) 梯度消失：‖∂L/∂x_1‖ 随 T 的变化。
     logger.info("梯度消失实验：T = %s，每个 T %d 组初始化 × %d 条序列", lengths, args.trials, args.batch_size)
-    with single_thread() if device.type == "cpu" else contextlib.nullcontext():
+    with training.single_thread() if device.type == "cpu" else contextlib.nullcontext():
         results = vanishing_gradient_experiment(lengths, args.trials, args.batch_size, args.input_size,
                                                 args.hidden_size, args.seed, device)
 

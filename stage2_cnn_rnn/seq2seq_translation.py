@@ -18,7 +18,8 @@
   log p 更高的译文，但不保证每句都比贪心高：贪心那条路径的前缀可能在中途被挤出束外（tests 里有反例）。
 - 评估：sacrebleu 的 BLEU（tokenize="zh"，按字计；译文的字直接连起来，不加空格），在固定的测试集上算；
   再画一句话的注意力热力图（横轴英文词，纵轴生成的中文字）。matplotlib 自带字体没有中文字形，
-  找不到中文字体（例如 Debian 的 fonts-noto-cjk 提供的 Noto Sans CJK SC）时纵轴写成 y0、y1 …，
+  中文字体按 lstm_cell_diagram 的顺序寻找（项目安装的 pylopdf-fonts-zh-cn 提供 Noto Sans SC）；
+  找不到中文字体时纵轴写成 y0、y1 …，
   对应的字打印在日志里，也写进 attention_heatmap_labels.txt。
 
 数据：Tatoeba 英中句对（cmn.txt，真实文件 20,133 对，简体和繁体都有）。先用 filter_pairs 去掉英文超过
@@ -543,16 +544,16 @@ def save_figure(figure, path: Path) -> None:
     plt.close(figure)
 
 
-CJK_FONT_NAMES = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei",
-                  "SimHei", "Microsoft YaHei", "PingFang SC", "Heiti SC", "Arial Unicode MS")
-
-
 def find_cjk_font() -> str | None:
-    """Return the name of a font with Chinese glyphs registered in matplotlib's font manager, or None."""
-    from matplotlib import font_manager
+    """Return the family name of a font with Chinese glyphs, or None.
 
-    installed = {font.name for font in font_manager.fontManager.ttflist}
-    return next((name for name in CJK_FONT_NAMES if name in installed), None)
+    Uses the font search of the LSTM diagram lesson: $ROADMAP_CJK_FONT, the Noto Sans SC font that
+    the project installs (pylopdf-fonts-zh-cn), fonts matplotlib knows, then `fc-list :lang=zh`.
+    """
+    from stage2_cnn_rnn.lstm_cell_diagram import find_cjk_font as find_font_file
+
+    font = find_font_file()
+    return font.family if font is not None else None
 
 
 def plot_attention(english: str, hypothesis: Hypothesis, vocabularies: Vocabularies, path: Path) -> list[str]:

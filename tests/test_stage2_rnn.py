@@ -363,8 +363,10 @@ def test_zero_change_recursive_forecast_stays_flat():
 
 
 def test_single_thread_restores_thread_count():
+    from roadmap import training
+
     before = torch.get_num_threads()
-    with lstm_gru_forecast.single_thread():
+    with training.single_thread():
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
 
