@@ -119,7 +119,7 @@ def create_accelerator(args: argparse.Namespace, run_dir: Path | None = None) ->
 
 @dataclass
 class FitResult:
-    """What `fit` returns: the metric history and the best epoch's numbers."""
+    """Result of `fit`: the metric history and the best epoch's numbers."""
 
     history: list[dict[str, float]]
     best_epoch: int
@@ -238,7 +238,7 @@ def fit(
     """Train `model` for up to `epochs` epochs, evaluating on `eval_loader` after each one.
 
     `monitor` names a key of the evaluation metrics (`"loss"` or one returned by `metric_fn`);
-    `mode` says whether larger (`"max"`) or smaller (`"min"`) is better. It picks the best
+    `mode` tells whether larger (`"max"`) or smaller (`"min"`) is better. It picks the best
     checkpoint and drives early stopping after `patience` epochs without improvement.
     `scheduler` is stepped once per optimizer step. With `checkpoint_dir`, the best weights go to
     `best/model.safetensors` and a resumable checkpoint to `last/` after every epoch; `resume=True`

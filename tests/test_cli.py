@@ -67,11 +67,15 @@ def test_build_parser_common_options_and_defaults():
     args = parser.parse_args([])
     assert (args.epochs, args.batch_size, args.lr, args.patience) == (7, 16, 0.5, 3)
     assert (args.smoke, args.device, args.precision, args.seed) == (False, "auto", "fp32", 42)
-    assert args.data_dir is None and args.output_dir is None and args.max_train_samples is None
+    assert args.data_dir is None
+    assert args.output_dir is None
+    assert args.max_train_samples is None
     args = parser.parse_args(["--smoke", "--data-dir", "d", "--output-dir", "o", "--epochs", "2", "--batch-size", "4",
                               "--lr", "1e-3", "--seed", "1", "--device", "cpu", "--max-train-samples", "10",
                               "--precision", "bf16", "--grad-accum-steps", "2", "--track", "tensorboard"])
-    assert args.smoke and args.data_dir == Path("d") and args.output_dir == Path("o")
+    assert args.smoke
+    assert args.data_dir == Path("d")
+    assert args.output_dir == Path("o")
     assert (args.epochs, args.batch_size, args.lr, args.seed) == (2, 4, 1e-3, 1)
     assert (args.device, args.max_train_samples, args.precision, args.grad_accum_steps) == ("cpu", 10, "bf16", 2)
 
