@@ -135,6 +135,12 @@ def make_shift_collate(max_shift: int):
     return collate
 
 
+def add_shift_option(parser, model_name: str) -> None:
+    """Add `--augment-shift`, the random-shift augmentation used by every MNIST lesson."""
+    parser.add_argument("--augment-shift", type=int, choices=range(0, 5), default=2, metavar="{0..4}",
+                        help=f"训练{model_name}时把每张图随机平移最多多少像素（数据增强）；0 表示不增强")
+
+
 def accuracy_metric(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     return {"accuracy": metrics.accuracy(logits, labels)}
 
@@ -176,8 +182,7 @@ def plot_misclassified(logits: torch.Tensor, labels: torch.Tensor, images: torch
 
 def main(argv: list[str] | None = None) -> dict:
     parser = cli.build_parser(__doc__.splitlines()[0], epochs=30, batch_size=64, lr=2e-3)
-    parser.add_argument("--augment-shift", type=int, choices=range(0, 5), default=2, metavar="{0..4}",
-                        help="训练 MLP 时把每张图随机平移最多多少像素（数据增强）；0 表示不增强")
+    add_shift_option(parser, " MLP ")
     args = parser.parse_args(argv)
     cli.apply_smoke(args, epochs=2)
     run_dir = cli.start_run(args, "mnist_classification")

@@ -40,7 +40,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from roadmap import cli, metrics, plots, runs, training
-from stage1.mnist_classification import accuracy_metric, make_shift_collate, prepare_data
+from stage1.mnist_classification import add_shift_option, accuracy_metric, make_shift_collate, prepare_data
 
 logger = logging.getLogger(__name__)
 
@@ -417,8 +417,7 @@ def plot_effective_receptive_field(model: SmallCNN, image: torch.Tensor, run_dir
 
 def main(argv: list[str] | None = None) -> dict:
     parser = cli.build_parser(__doc__.splitlines()[0], epochs=8, batch_size=64, lr=3e-3)
-    parser.add_argument("--augment-shift", type=int, choices=range(0, 5), default=2, metavar="{0..4}",
-                        help="训练小 CNN 时把每张图随机平移最多多少像素（数据增强）；0 表示不增强")
+    add_shift_option(parser, "小 CNN ")
     args = parser.parse_args(argv)
     cli.apply_smoke(args, epochs=1)
     run_dir = cli.start_run(args, "cnn_basics")

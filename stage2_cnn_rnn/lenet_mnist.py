@@ -45,7 +45,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from roadmap import cli, metrics, plots, runs, training
-from stage1.mnist_classification import plot_misclassified, prepare_data, train_and_test
+from stage1.mnist_classification import add_shift_option, plot_misclassified, prepare_data, train_and_test
 
 logger = logging.getLogger(__name__)
 
@@ -117,8 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = cli.build_parser(__doc__.splitlines()[0], epochs=30, batch_size=64, lr=2e-3)
     parser.add_argument("--style", choices=("modern", "classic", "both"), default="both",
                         help="modern = ReLU + 最大池化；classic = tanh + 平均池化；both 两个都训练并对比")
-    parser.add_argument("--augment-shift", type=int, choices=range(0, 5), default=2, metavar="{0..4}",
-                        help="训练时把每张图随机平移最多多少像素（数据增强）；0 表示不增强")
+    add_shift_option(parser, " LeNet ")
     args = parser.parse_args(argv)
     cli.apply_smoke(args, epochs=2)
     run_dir = cli.start_run(args, "lenet_mnist")
