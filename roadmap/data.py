@@ -237,7 +237,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
     Layout: 2 zero bytes, a type byte, a byte with the number of dimensions, one big-endian
     uint32 per dimension, then the values. Raises DataFormatError on a wrong magic number, an
-    unknown type, or a body shorter or longer than the dimensions say.
+    unknown type, or a body shorter or longer than the dimensions give.
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open

@@ -154,7 +154,7 @@ HEADLINE_WORDS = ("accuracy", "f1", "bleu", "mse", "rmse", "jaccard", "perplexit
 
 
 def headline_metrics(metrics: Mapping[str, Any], limit: int = 4) -> dict[str, Any]:
-    """Pick up to `limit` metrics that say how well a run did (accuracy, F1, BLEU, MSE, ...).
+    """Pick up to `limit` metrics that measure how well a run did (accuracy, F1, BLEU, MSE, ...).
 
     Falls back to the first keys when no key names a known metric.
     """

@@ -548,7 +548,7 @@ def find_cjk_font() -> str | None:
     """Return the family name of a font with Chinese glyphs, or None.
 
     Uses the font search of the LSTM diagram lesson: $ROADMAP_CJK_FONT, the Noto Sans SC font that
-    the project installs (pylopdf-fonts-zh-cn), fonts matplotlib knows, then `fc-list :lang=zh`.
+    the project installs (pylopdf-fonts-zh-cn), fonts registered in matplotlib, then `fc-list :lang=zh`.
     """
     from stage2_cnn_rnn.lstm_cell_diagram import find_cjk_font as find_font_file
 

@@ -110,7 +110,8 @@ def test_runs_in_same_second_get_distinct_folders(tmp_path, monkeypatch):
     second = runs.create_run_dir("demo")
     assert first != second
     assert second.name == "20260101-000000-2"
-    assert first.is_dir() and second.is_dir()
+    assert first.is_dir()
+    assert second.is_dir()
 
 
 def test_output_dir_that_is_a_file_rejected(tmp_path):
