@@ -144,6 +144,23 @@ def load_split(data_dir: str | Path | None = None, *, smoke: bool = False
     return split_pairs(pairs)
 
 
+def prepare_data(args: argparse.Namespace, run_dir: Path
+                 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]], "Vocabularies"]:
+    """Load the fixed split, keep at most --max-train-samples training pairs and build the vocabularies on them.
+
+    The vocabularies are saved into `run_dir` (by rank 0), so a later `--predict --checkpoint` finds them.
+    """
+    train_pairs, valid_pairs, test_pairs = load_split(args.data_dir, smoke=args.smoke)
+    if args.max_train_samples is not None:
+        train_pairs = train_pairs[: args.max_train_samples]
+    vocabularies = Vocabularies.build(train_pairs, args.min_freq)
+    if runs.is_main_process():
+        vocabularies.save(run_dir)
+    logger.info("句对：训练 %d、验证 %d、测试 %d；词表：英文 %d 词，中文 %d 字（min_freq=%d）", len(train_pairs),
+                len(valid_pairs), len(test_pairs), len(vocabularies.english), len(vocabularies.chinese), args.min_freq)
+    return train_pairs, valid_pairs, test_pairs, vocabularies
+
+
 def detokenize_chinese(tokens: Sequence[str]) -> str:
     """Join Chinese tokens without spaces, keeping one space between two ASCII words ("Tom Jackson")."""
     pieces: list[str] = []
@@ -179,6 +196,10 @@ class Vocabularies:
     def encode_target(self, chinese: str) -> list[int]:
         """Return <bos> y_1 ... y_n <eos>: the batch function cuts it into decoder input and target."""
         return self.chinese.encode(text.tokenize_chinese(chinese), add_bos=True, add_eos=True)
+
+    def encode_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+        """Encode (English, Chinese) pairs into (source ids, target ids with <bos>/<eos>)."""
+        return [(self.encode_source(english), self.encode_target(chinese)) for english, chinese in pairs]
 
 
 def make_batch(examples: Sequence[tuple[list[int], list[int]]], pad_id: int = 0
@@ -689,20 +710,10 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
 
     # 数据：固定划分；词表只看训练部分。
-    train_pairs, valid_pairs, test_pairs = load_split(args.data_dir, smoke=args.smoke)
-    if args.max_train_samples is not None:
-        train_pairs = train_pairs[: args.max_train_samples]
-    vocabularies = Vocabularies.build(train_pairs, args.min_freq)
-    if runs.is_main_process():
-        vocabularies.save(run_dir)
-    logger.info("句对：训练 %d、验证 %d、测试 %d；词表：英文 %d 词，中文 %d 字（min_freq=%d）", len(train_pairs),
-                len(valid_pairs), len(test_pairs), len(vocabularies.english), len(vocabularies.chinese), args.min_freq)
-
-    def examples(pairs):
-        return [(vocabularies.encode_source(english), vocabularies.encode_target(chinese)) for english, chinese in pairs]
-
-    train_loader = DataLoader(examples(train_pairs), batch_size=args.batch_size, shuffle=True, collate_fn=make_batch)
-    valid_loader = DataLoader(examples(valid_pairs), batch_size=256, collate_fn=make_batch)
+    train_pairs, valid_pairs, test_pairs, vocabularies = prepare_data(args, run_dir)
+    train_loader = DataLoader(vocabularies.encode_pairs(train_pairs), batch_size=args.batch_size, shuffle=True,
+                              collate_fn=make_batch)
+    valid_loader = DataLoader(vocabularies.encode_pairs(valid_pairs), batch_size=256, collate_fn=make_batch)
 
     # 模型与训练：共享循环，按验证集每个字的交叉熵挑最佳 epoch。
     torch.manual_seed(args.seed)

@@ -79,7 +79,7 @@ from tqdm.auto import tqdm
 
 from roadmap import cli, metrics, plots, runs, text, training
 from stage2_cnn_rnn.seq2seq_translation import (MAX_TARGET_TOKENS, VOCAB_FILES, Vocabularies, detokenize_chinese,
-                                                 load_split, plot_source_length_bleu)
+                                                 plot_source_length_bleu, prepare_data)
 from stage2_transformer.attention import MultiHeadAttention, causal_mask, padding_mask
 from stage2_transformer.positional_encoding import LearnedPositionalEncoding, SinusoidalPositionalEncoding
 
@@ -714,19 +714,8 @@ def print_translation(english: str, model: Transformer, vocabularies: Vocabulari
 
 
 def run_translation(args: argparse.Namespace, run_dir: Path, device: torch.device) -> dict:
-    train_pairs, valid_pairs, test_pairs = load_split(args.data_dir, smoke=args.smoke)
-    if args.max_train_samples is not None:
-        train_pairs = train_pairs[: args.max_train_samples]
-    vocabularies = Vocabularies.build(train_pairs, args.min_freq)
-    if runs.is_main_process():
-        vocabularies.save(run_dir)
-    logger.info("句对：训练 %d、验证 %d、测试 %d；词表：英文 %d 词，中文 %d 字（min_freq=%d）", len(train_pairs),
-                len(valid_pairs), len(test_pairs), len(vocabularies.english), len(vocabularies.chinese), args.min_freq)
-
-    def examples(pairs):
-        return [(vocabularies.encode_source(english), vocabularies.encode_target(chinese)) for english, chinese in pairs]
-
-    train_examples = examples(train_pairs)
+    train_pairs, valid_pairs, test_pairs, vocabularies = prepare_data(args, run_dir)
+    train_examples = vocabularies.encode_pairs(train_pairs)
     lengths = [(len(target), len(source)) for source, target in train_examples]
     batch_generator = torch.Generator().manual_seed(args.seed)
 
@@ -735,7 +724,7 @@ def run_translation(args: argparse.Namespace, run_dir: Path, device: torch.devic
         for indices in bucketed_batches(lengths, args.batch_size, batch_generator):
             yield make_batch([train_examples[index] for index in indices])
 
-    valid_examples = examples(valid_pairs)
+    valid_examples = vocabularies.encode_pairs(valid_pairs)
     valid_batches = [make_batch(valid_examples[start:start + 250]) for start in range(0, len(valid_examples), 250)]
     torch.manual_seed(args.seed)
     model = build_model(args, len(vocabularies.english), len(vocabularies.chinese)).to(device)
