@@ -76,7 +76,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from roadmap import cli, data, metrics, plots, runs, tiny, training
-from stage2_huggingface.crf import CRF, count_iob2_violations
+from stage2_huggingface.crf import CRF, count_iob2_violations, plot_transitions
 
 logger = logging.getLogger(__name__)
 
@@ -454,18 +454,6 @@ def plot_type_f1(scores: dict[str, dict[str, float]], path: Path) -> None:
     plt.close(figure)
 
 
-def plot_transitions(crf: CRF, path: Path) -> None:
-    """Heatmap of the learned CRF scores: rows START + previous tag, columns next tag + END."""
-    size = crf.num_tags
-    table = np.full((size + 1, size + 1), np.nan)
-    table[0, :size] = crf.start_transitions.detach().cpu().numpy()
-    table[1:, :size] = crf.transitions.detach().cpu().numpy()
-    table[1:, size] = crf.end_transitions.detach().cpu().numpy()
-    plots.plot_heatmap(table, path, x_labels=[*LABEL_NAMES, "END"], y_labels=["START", *LABEL_NAMES],
-                       title="learned CRF transition scores", cmap="coolwarm",
-                       xlabel="to (current tag)", ylabel="from (previous tag)")
-
-
 # ---------------------------------------------------------------- main
 
 
@@ -570,7 +558,7 @@ def main(argv: list[str] | None = None) -> dict:
                        for head, history in histories.items()},
                       run_dir / "training_loss.png", xlabel="epoch", ylabel="loss", title="training loss")
     if "crf" in taggers:
-        plot_transitions(taggers["crf"].crf, run_dir / "crf_transitions.png")
+        plot_transitions(taggers["crf"].crf, run_dir / "crf_transitions.png", LABEL_NAMES)
 
     # 先放实体 F1：roadmap tour 的汇总表只显示前几个指标。
     summary = {**{f"f1_{head}": summary.pop(f"f1_{head}") for head in heads}, **summary}

@@ -525,14 +525,14 @@ def to_names(paths: Sequence[Sequence[int]]) -> list[list[str]]:
     return [[LABEL_NAMES[tag] for tag in path] for path in paths]
 
 
-def plot_transitions(crf: CRF, path) -> None:
-    """Heatmap of the learned scores: rows START + previous tag, columns next tag + END."""
+def plot_transitions(crf: CRF, path, label_names: Sequence[str] = LABEL_NAMES) -> None:
+    """Draw the learned scores as a heatmap: rows START + previous tag, columns next tag + END."""
     size = crf.num_tags
     table = np.full((size + 1, size + 1), np.nan)
     table[0, :size] = crf.start_transitions.detach().cpu().numpy()
     table[1:, :size] = crf.transitions.detach().cpu().numpy()
     table[1:, size] = crf.end_transitions.detach().cpu().numpy()
-    plots.plot_heatmap(table, path, x_labels=[*LABEL_NAMES, "END"], y_labels=["START", *LABEL_NAMES],
+    plots.plot_heatmap(table, path, x_labels=[*label_names, "END"], y_labels=["START", *label_names],
                        title="learned CRF transition scores", cmap="coolwarm",
                        xlabel="to (current tag)", ylabel="from (previous tag)")
 
