@@ -17,12 +17,14 @@
 - K 折交叉验证：`make_folds` 按 sentiment 分层（StratifiedKFold），每折训练一个模型，预测它没见过
   的那一折，拼成 OOF（out-of-fold）预测，CV Jaccard 就在全部训练行上算；测试集的概率取 K 个模型的平均。
   为了 OOF 不偏乐观，不按验证折挑 epoch：用最后一个 epoch 的模型。
-- 第二个模型 `--model tfidf`：逐词的两个逻辑回归（这个词是不是片段的开头 / 结尾），特征是词、前后词、
+- 第二个模型 `--model tfidf`（tweet_tfidf_spans.py）：逐词的两个逻辑回归（这个词是不是片段的开头 / 结尾），特征是词、前后词、
   位置、相对位置、推文长度、句末标点和词的 IDF，全部和情感组合（同一个词在 positive 推文里是开头，
   在 neutral 推文里什么都不是）；概率在一条推文内归一化，写出和 transformer 同样格式的文件，供 ensemble 混合。
 - 每次运行写进运行目录：oof.jsonl、test_predictions.jsonl（每行 start_probs / end_probs：每个词一个概率，
   和为 1）、submission.csv（比赛格式 textID,selected_text）、metrics.json、jaccard_by_sentiment.png，
   transformer 另有 fold_history.png 和每折的模型 fold{k}/，tfidf 有 tfidf_models.pkl。
+- 代码分三个文件。本文件是 transformer 模型、K 折交叉验证和运行入口，tweet_data.py 是和模型无关的部分
+  （读数据、分折、片段解码、Jaccard、预测文件的格式），tweet_tfidf_spans.py 是 TF-IDF 模型。
 
 数据：Kaggle 比赛 tweet-sentiment-extraction 的 train.csv（textID,text,selected_text,sentiment）和 test.csv
 （没有 selected_text），从 --data-dir、$ROADMAP_DATA_DIR 或仓库的 data/ 缓存的 tweet_sentiment_extraction/
@@ -56,26 +58,24 @@ train.csv 里 text 为空的行被丢掉。--smoke 读仓库自带的 data/sampl
   tests 里的真实数据测试用 600 条、2 折、MiniLM 1 个 epoch、max_length 64：MiniLM 0.581、TF-IDF 0.592、
   整条推文 0.589（同一台忙碌的机器上，两个模型加上清洗脚本的测试共 49 秒）。
 
-其他脚本导入的接口（ensemble、pseudo_labeling、competition_report）
+其他脚本导入的接口（ensemble、pseudo_labeling、competition_report）：定义在 tweet_data.py 和
+tweet_tfidf_spans.py，本文件原样导出
     load_train(data_dir=None, smoke=False) / load_test(...) -> list[dict]（CSV 的列，字符串）
     make_folds(rows 或 sentiment 列表, n_folds=5, seed=42) -> np.ndarray（每行的折号）
     word_spans(text)、decode_word_span(text, start_probs, end_probs, sentiment) -> str、best_word_span(...)
     jaccard_score(predictions, targets)、baseline_jaccard(rows)
     write_oof / write_test_predictions / write_submission、read_jsonl
+    TfidfSpans(args).fit(rows) / .predict(rows) -> (每条的 start 概率, 每条的 end 概率)
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import functools
 import json
 import logging
 import math
 import pickle
 import random
-import re
-import string
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -87,205 +87,19 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from roadmap import cli, data, metrics, plots, runs, tiny, training
+from roadmap import cli, data, plots, runs, tiny, training
 from stage2_kaggle import text_cleaning
+# 其他脚本从本文件导入这些名字，所以没用到的也原样导出。
+from stage2_kaggle.tweet_data import (  # noqa: F401
+    COMPETITION, DATASET_NAME, KAGGLE_HINT, SENTIMENTS, TEST_COLUMNS, TRAIN_COLUMNS, baseline_jaccard, best_word_span,
+    decode_rows, decode_word_span, gold_word_range, jaccard_score, load_test, load_train, make_folds, read_jsonl,
+    word_spans, write_oof, write_submission, write_test_predictions)
+from stage2_kaggle.tweet_tfidf_spans import PUNCTUATION, TFIDF_FILE, TfidfSpans, normalize_word, word_features  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
-COMPETITION = "tweet-sentiment-extraction"
-DATASET_NAME = "tweet_sentiment_extraction"
-SENTIMENTS = ("negative", "neutral", "positive")
-TRAIN_COLUMNS = ("textID", "text", "selected_text", "sentiment")
-TEST_COLUMNS = ("textID", "text", "sentiment")
-KAGGLE_HINT = (f"\nKaggle 比赛数据需要登录 Kaggle 账号下载：kaggle competitions download -c {COMPETITION}，"
-               f"把 train.csv、test.csv 解压到上面列出的 {DATASET_NAME}/ 文件夹里。")
 
-
-# ---------------------------------------------------------------- 数据（其他脚本导入）
-
-
-def _read_rows(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
-    """Read a Kaggle CSV with a header into dicts of `columns`, checking the sentiment labels."""
-    with open(path, encoding="utf-8-sig", newline="") as stream:
-        reader = csv.DictReader(stream)
-        missing = [name for name in columns if name not in (reader.fieldnames or [])]
-        if missing:
-            raise data.DataFormatError(f"{path} 缺少列 {', '.join(missing)}；表头是 {reader.fieldnames}，"
-                                       f"应当是 {','.join(columns)}")
-        rows = []
-        for line_number, record in enumerate(reader, start=2):
-            row = {name: record[name] or "" for name in columns}
-            if row["sentiment"] not in SENTIMENTS:
-                raise data.DataFormatError(f"{path} 第 {line_number} 行的 sentiment 是 {row['sentiment']!r}，"
-                                           f"只能是 {', '.join(SENTIMENTS)} 之一")
-            rows.append(row)
-    if not rows:
-        raise data.DataFormatError(f"{path} 只有表头、没有数据行；请检查文件是否下载完整")
-    return rows
-
-
-def _data_folder(filename: str, data_dir: str | Path | None, smoke: bool) -> Path:
-    if smoke:
-        return data.SAMPLES_DIR / DATASET_NAME
-    return data.find_dataset(DATASET_NAME, (filename,), data_dir, hint=KAGGLE_HINT)
-
-
-def load_train(data_dir: str | Path | None = None, smoke: bool = False) -> list[dict[str, str]]:
-    """Read train.csv: one dict per row with textID, text, selected_text, sentiment (strings as in the file).
-
-    Rows with an empty text are dropped (the official file has one). Raises DataNotFoundError with
-    the `kaggle` command when the file is missing, DataFormatError for a wrong header or label.
-    """
-    path = _data_folder("train.csv", data_dir, smoke) / "train.csv"
-    rows = _read_rows(path, TRAIN_COLUMNS)
-    kept = [row for row in rows if row["text"].strip()]
-    if len(kept) < len(rows):
-        logger.info("%s：丢掉 %d 条 text 为空的行", path, len(rows) - len(kept))
-    return kept
-
-
-def load_test(data_dir: str | Path | None = None, smoke: bool = False) -> list[dict[str, str]]:
-    """Read test.csv: one dict per row with textID, text, sentiment (every row kept: each needs a prediction)."""
-    return _read_rows(_data_folder("test.csv", data_dir, smoke) / "test.csv", TEST_COLUMNS)
-
-
-def make_folds(rows_or_sentiments: Sequence[Mapping[str, str] | str], n_folds: int = 5, seed: int = 42) -> np.ndarray:
-    """Return the fold id (0..n_folds-1) of every row: StratifiedKFold on sentiment, shuffled with `seed`.
-
-    Every model of this competition calls it with the same rows and seed, so their out-of-fold
-    predictions line up row by row and can be blended.
-    """
-    from sklearn.model_selection import StratifiedKFold
-
-    labels = [item["sentiment"] if isinstance(item, Mapping) else item for item in rows_or_sentiments]
-    if n_folds < 2:
-        raise ValueError(f"n_folds 至少是 2，收到 {n_folds}")
-    counts = {label: labels.count(label) for label in set(labels)}
-    if min(counts.values(), default=0) < n_folds:
-        raise data.DataFormatError(f"每种 sentiment 至少要有 {n_folds} 条才能分 {n_folds} 折，实际：{counts}")
-    folds = np.full(len(labels), -1, dtype=np.int64)
-    splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    for fold, (_, valid_index) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
-        folds[valid_index] = fold
-    return folds
-
-
-# ---------------------------------------------------------------- 词、片段与 Jaccard（其他脚本导入）
-
-
-def word_spans(text: str) -> list[tuple[int, int]]:
-    """Return the (start, end) char range of every word of `text.split()`, in order."""
-    return [match.span() for match in re.finditer(r"\S+", text)]
-
-
-def best_word_span(start_probs: Sequence[float], end_probs: Sequence[float]) -> tuple[int, int]:
-    """Return (s, e) with s <= e maximising start_probs[s] * end_probs[e], in O(n).
-
-    For each end e the best start is the argmax of start_probs[0..e], kept as a running maximum.
-    Ties keep the earliest s and e.
-    """
-    if len(start_probs) != len(end_probs) or not len(start_probs):
-        raise ValueError(f"start_probs 和 end_probs 的长度必须相同且不为 0：{len(start_probs)} vs {len(end_probs)}")
-    best = (-1.0, 0, 0)
-    best_start = 0
-    for end in range(len(end_probs)):
-        if start_probs[end] > start_probs[best_start]:
-            best_start = end
-        score = float(start_probs[best_start]) * float(end_probs[end])
-        if score > best[0]:
-            best = (score, best_start, end)
-    return best[1], best[2]
-
-
-def decode_word_span(text: str, start_probs: Sequence[float], end_probs: Sequence[float], sentiment: str) -> str:
-    """Return the predicted selected_text: a slice of the ORIGINAL text, so spacing and punctuation survive.
-
-    Neutral tweets, and texts without words, return `text` unchanged (for neutral the whole tweet
-    scores a Jaccard near 0.97). Otherwise the words s..e of `best_word_span`, cut from the first
-    char of word s to the last char of word e. The probability lists hold one value per word of
-    `text.split()`.
-    """
-    spans = word_spans(text)
-    if sentiment == "neutral" or not spans:
-        return text
-    if len(start_probs) != len(spans) or len(end_probs) != len(spans):
-        raise ValueError(f"概率的长度（{len(start_probs)}、{len(end_probs)}）必须等于词数 {len(spans)}：{text!r}")
-    start, end = best_word_span(start_probs, end_probs)
-    return text[spans[start][0]:spans[end][1]]
-
-
-def jaccard_score(predictions: Sequence[str], targets: Sequence[str]) -> float:
-    """Mean word-level Jaccard, the competition metric (`roadmap.metrics.word_jaccard` per row)."""
-    if len(predictions) != len(targets) or not targets:
-        raise ValueError(f"预测和标注的条数必须相同且不为 0：{len(predictions)} vs {len(targets)}")
-    return float(np.mean([metrics.word_jaccard(prediction, target) for prediction, target in zip(predictions, targets)]))
-
-
-def baseline_jaccard(rows: Sequence[Mapping[str, str]]) -> float:
-    """Jaccard of predicting the whole text for every row."""
-    return jaccard_score([row["text"] for row in rows], [row["selected_text"] for row in rows])
-
-
-# ---------------------------------------------------------------- 预测文件（合同格式，其他脚本导入）
-
-
-def _probability_lists(values: Sequence[float]) -> list[float]:
-    return [round(float(value), 6) for value in values]
-
-
-def write_oof(path: Path, rows: Sequence[Mapping[str, str]], folds: Sequence[int], start_probs: Sequence[Sequence[float]],
-              end_probs: Sequence[Sequence[float]], predictions: Sequence[str]) -> None:
-    """Write oof.jsonl: one JSON object per training row with its fold, word-level probabilities and span."""
-    with open(path, "w", encoding="utf-8") as stream:
-        for row, fold, starts, ends, prediction in zip(rows, folds, start_probs, end_probs, predictions, strict=True):
-            record = {"textID": row["textID"], "fold": int(fold), "sentiment": row["sentiment"], "text": row["text"],
-                      "selected_text": row["selected_text"], "start_probs": _probability_lists(starts),
-                      "end_probs": _probability_lists(ends), "prediction": prediction}
-            stream.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-
-def write_test_predictions(path: Path, rows: Sequence[Mapping[str, str]], start_probs: Sequence[Sequence[float]],
-                           end_probs: Sequence[Sequence[float]], predictions: Sequence[str]) -> None:
-    """Write test_predictions.jsonl: like oof.jsonl without fold and selected_text (means over fold models)."""
-    with open(path, "w", encoding="utf-8") as stream:
-        for row, starts, ends, prediction in zip(rows, start_probs, end_probs, predictions, strict=True):
-            record = {"textID": row["textID"], "sentiment": row["sentiment"], "text": row["text"],
-                      "start_probs": _probability_lists(starts), "end_probs": _probability_lists(ends),
-                      "prediction": prediction}
-            stream.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-
-def write_submission(path: Path, rows: Sequence[Mapping[str, str]], predictions: Sequence[str]) -> None:
-    """Write submission.csv in the competition's format: header textID,selected_text, every field quoted by csv."""
-    with open(path, "w", encoding="utf-8", newline="") as stream:
-        writer = csv.writer(stream, quoting=csv.QUOTE_ALL)
-        writer.writerow(["textID", "selected_text"])
-        for row, prediction in zip(rows, predictions, strict=True):
-            writer.writerow([row["textID"], prediction])
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read oof.jsonl / test_predictions.jsonl back into a list of dicts."""
-    with open(path, encoding="utf-8") as stream:
-        return [json.loads(line) for line in stream if line.strip()]
-
-
-# ---------------------------------------------------------------- 标注：词范围与 token 范围
-
-
-def gold_word_range(text: str, selected_text: str) -> tuple[int, int]:
-    """Return the (first, last) word of `text.split()` that the labelled span touches.
-
-    Some labels cut a word ("onna" of "gonna"); the whole word counts. A label that is not a
-    substring of the text (or is empty) falls back to the whole text.
-    """
-    spans = word_spans(text)
-    start = text.find(selected_text) if selected_text.strip() else -1
-    if start < 0:
-        return 0, max(len(spans) - 1, 0)
-    end = start + len(selected_text)
-    touched = [index for index, (word_start, word_end) in enumerate(spans) if word_start < end and word_end > start]
-    return (touched[0], touched[-1]) if touched else (0, max(len(spans) - 1, 0))
+# ---------------------------------------------------------------- 标注：从词到 token
 
 
 def token_word_ids(offsets: Sequence[tuple[int, int]], sequence_ids: Sequence[int | None], text: str,
@@ -416,10 +230,6 @@ def logits_to_word_probabilities(logits: torch.Tensor, examples: Sequence[dict[s
     return starts, ends
 
 
-def decode_rows(rows: Sequence[Mapping[str, str]], starts, ends) -> list[str]:
-    return [decode_word_span(row["text"], start, end, row["sentiment"]) for row, start, end in zip(rows, starts, ends)]
-
-
 class TransformerSpans:
     """One encoder per fold, trained with roadmap.training.fit, that predicts word-level start/end probabilities."""
 
@@ -511,110 +321,6 @@ class TransformerSpans:
     def finish(self) -> None:
         if self.accelerator is not None:
             self.accelerator.end_training()
-
-
-# ---------------------------------------------------------------- 模型二：TF-IDF 特征 + 逐词逻辑回归
-
-
-PUNCTUATION = ".,!?;:"
-
-
-@functools.lru_cache(maxsize=200_000)
-def normalize_word(word: str) -> str:
-    """Lower-case, shorten repeated chars and strip surrounding punctuation. A link becomes "<url>"."""
-    cleaned = text_cleaning.clean_text(word, ("remove_urls", "reduce_repeated_characters", "lowercase"))
-    return cleaned.strip(string.punctuation + "`’") or cleaned or "<url>"
-
-
-def word_features(text: str, sentiment: str, idf: Mapping[str, float]) -> list[dict[str, float]]:
-    """Features of every word of `text.split()`, each joined with the sentiment (the same word means a
-    start in a positive tweet and nothing in a neutral one)."""
-    words = text.split()
-    norm = [normalize_word(word) for word in words]
-    n, s = len(words), sentiment
-    max_idf = max(idf.values(), default=1.0)
-    rows = []
-    for i, word in enumerate(norm):
-        rows.append({
-            f"s={s}": 1.0, f"w={word}|{s}": 1.0, f"w={word}": 1.0,
-            f"prev={norm[i - 1] if i else '<s>'}|{s}": 1.0, f"next={norm[i + 1] if i + 1 < n else '</s>'}|{s}": 1.0,
-            f"next2={norm[i + 2] if i + 2 < n else '</s>'}|{s}": 1.0,
-            f"pos={min(i, 4)}|{s}": 1.0, f"pos_from_end={min(n - 1 - i, 4)}|{s}": 1.0,
-            f"rel_pos|{s}": i / max(n - 1, 1), f"n_words={min(n, 30) // 5}|{s}": 1.0,
-            f"idf|{s}": idf.get(word, max_idf) / max_idf,  # 归一化到 (0, 1]：区分常见词（the、i）和少见的词
-            f"ends_punct={words[i][-1] in PUNCTUATION}|{s}": 1.0,
-            f"after_punct={i > 0 and words[i - 1][-1] in PUNCTUATION}|{s}": 1.0,
-        })
-    return rows
-
-
-class TfidfSpans:
-    """Two logistic regressions per fold over word features: P(span starts here), P(span ends here)."""
-
-    kind = "tfidf"
-
-    def __init__(self, args: argparse.Namespace):
-        self.args = args
-        self.models: list[tuple] = []  # 每折一个 (idf, DictVectorizer, start 分类器, end 分类器)
-
-    def fit(self, train_rows) -> None:
-        """Train the start and end classifiers on `train_rows` and append them as the next fold model."""
-        from sklearn.feature_extraction import DictVectorizer
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-
-        tfidf = TfidfVectorizer(tokenizer=lambda text: [normalize_word(word) for word in text.split()],
-                                lowercase=False, token_pattern=None).fit([row["text"] for row in train_rows])
-        idf = dict(zip(tfidf.get_feature_names_out(), tfidf.idf_))
-        features, start_labels, end_labels = [], [], []
-        for row in train_rows:
-            first, last = gold_word_range(row["text"], row["selected_text"])
-            rows = word_features(row["text"], row["sentiment"], idf)
-            features += rows
-            start_labels += [int(i == first) for i in range(len(rows))]
-            end_labels += [int(i == last) for i in range(len(rows))]
-        vectorizer = DictVectorizer()
-        matrix = vectorizer.fit_transform(features)
-        classifiers = [LogisticRegression(C=self.args.tfidf_c, max_iter=2000).fit(matrix, labels)
-                       for labels in (start_labels, end_labels)]
-        self.models.append((idf, vectorizer, *classifiers))
-        logger.info("TF-IDF 逻辑回归：%d 个词、%d 个特征", matrix.shape[0], matrix.shape[1])
-
-    def train_fold(self, fold: int, train_rows, valid_rows):
-        """Fit on train_rows and return (valid start probs, valid end probs, a one-record history)."""
-        self.fit(train_rows)
-        starts, ends = self.predict(valid_rows)
-        score = jaccard_score(decode_rows(valid_rows, starts, ends), [row["selected_text"] for row in valid_rows])
-        logger.info("[fold%d] 验证 Jaccard %.4f", fold, score)
-        return starts, ends, [{"epoch": 1, "val_jaccard": score}]
-
-    @staticmethod
-    def _predict_with(model, rows):
-        idf, vectorizer, start_classifier, end_classifier = model
-        starts, ends = [], []
-        for row in rows:
-            features = word_features(row["text"], row["sentiment"], idf)
-            if not features:
-                starts.append(np.zeros(0))
-                ends.append(np.zeros(0))
-                continue
-            matrix = vectorizer.transform(features)
-            for classifier, output in ((start_classifier, starts), (end_classifier, ends)):
-                scores = classifier.predict_proba(matrix)[:, 1]
-                output.append(scores / scores.sum())  # 每个词各自的二分类概率，归一化成"在哪个词"的分布
-        return starts, ends
-
-    def predict(self, rows, fold: int = -1):
-        """Word-level (start, end) probabilities of fold model `fold` (default: the last one trained)."""
-        return self._predict_with(self.models[fold], rows)
-
-    def save(self, run_dir: Path, fold: int) -> None:
-        """Rewrite run_dir/tfidf_models.pkl with the models of folds 0..fold."""
-        with open(run_dir / TFIDF_FILE, "wb") as stream:
-            pickle.dump(self.models, stream)
-
-    def finish(self) -> None:
-        pass
 
 
 # ---------------------------------------------------------------- K 折交叉验证
@@ -715,7 +421,6 @@ def predict_span(spans, folders, text: str, sentiment: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- main
 
 
-TFIDF_FILE = "tfidf_models.pkl"
 SPAN_CONFIG_FILE = "span_model.json"
 
 
