@@ -438,6 +438,19 @@ def _last_checkpoint(checkpoint_dir: Path) -> str:
     return last
 
 
+def _start_wandb(args: argparse.Namespace, run_dir: Path):
+    """Start the W&B run in run_dir/wandb (rank 0 only); Trainer's WandbCallback then logs into it.
+
+    Left to itself the callback would create the run in ./wandb of the current directory.
+    """
+    if not runs.is_main_process():
+        return None
+    import wandb
+
+    config = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+    return wandb.init(project="nlp-roadmap", dir=str(run_dir), config=config)
+
+
 def fine_tune_classifier(
     model_name_or_path: str,
     train_dataset,
@@ -529,6 +542,7 @@ def fine_tune_classifier(
     # 不同的混合精度设置会冲突；这里清掉精度部分，保留分布式设置（与 roadmap.training 的做法相同）。
     # NOTE: _reset_state 是 accelerate 的私有接口（在 1.16.0 上核对过）。
     AcceleratorState._reset_state(reset_partial_state=False)
+    wandb_run = _start_wandb(args, run_dir) if track == "wandb" else None
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -556,6 +570,8 @@ def fine_tune_classifier(
         output = trainer.predict(tokenize_dataset(test_dataset, tokenizer, **tokenize_options), metric_key_prefix="test")
         test_metrics = _strip_prefix(output.metrics, "test_")
         test_predictions = _logits(output.predictions)
+    if wandb_run is not None:
+        wandb_run.finish()  # WandbCallback 不会结束运行；不结束的话，同一进程里下一次微调会写进这个运行
 
     model_dir = Path(run_dir) / MODEL_SUBDIR
     trainer.save_model(str(model_dir))  # 模型（最佳 epoch）+ 分词器
