@@ -127,8 +127,8 @@ def _only_offline_run(run_dir: Path) -> Path:
 def read_finished_run(path: Path, timeout: float = 30.0) -> list:
     """Read the records once the run's exit record is on disk.
 
-    wandb's background service writes the file; on a busy machine the records can land a moment
-    after finish() returns (seen once as an empty file). A run that never finishes still fails.
+    wandb's background service writes the file, so on a busy machine the records can land a moment
+    after finish() returns (seen once here as an empty file). A run that never finishes still fails.
     """
     deadline = time.monotonic() + timeout
     while True:
