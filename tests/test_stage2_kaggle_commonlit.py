@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -360,13 +359,11 @@ def test_predict_without_fold_models_fails(tmp_path):
 
 @pytest.mark.real
 def test_real_tfidf_five_fold_on_all_rows(real_data_dir, tmp_path):
-    started = time.perf_counter()
     returned = commonlit.main(["--model", "tfidf", "--data-dir", str(real_data_dir), "--output-dir", str(tmp_path)])
     assert returned["n_train"] == 2400
     assert returned["n_folds"] == 5
     assert returned["cv_rmse"] < 0.76  # 测得 0.7525（1-2 gram，alpha 1.0，默认选项）
     assert returned["cv_rmse"] < returned["mean_baseline_rmse"] - 0.25
-    assert time.perf_counter() - started < 60
 
 
 @pytest.mark.real
@@ -377,5 +374,6 @@ def test_real_minilm_small_run(real_data_dir, tmp_path):
                                "--max-length", "128", "--batch-size", "8", "--lr", "2e-4", "--device", "cpu",
                                "--output-dir", str(tmp_path)])
     assert returned["n_train"] == 200
-    assert returned["cv_rmse"] < 0.95  # TODO: 上限还没按这组选项的实测值收紧
+    assert returned["cv_rmse"] < 0.85  # 测得 0.7967（两折 0.815 / 0.778）
+    assert returned["cv_rmse"] < returned["mean_baseline_rmse"] - 0.15  # 猜均值 1.031
     assert len(commonlit.read_oof(tmp_path)) == 200

@@ -178,7 +178,6 @@ def test_pseudo_labels_on_real_commonlit(real_data_dir, tmp_path):
     assert result["leaky_sources_saw_validation_fold"] == [True] * 5
     assert result["baseline_cv_rmse"] < 0.86  # 测得 0.830
     assert result["honest_holdout_rmse"] < 0.87  # 测得 0.836
-    assert result["seconds"] < 30
 
 
 @pytest.mark.real
@@ -191,4 +190,3 @@ def test_pseudo_labels_on_real_tweets(real_data_dir, tmp_path):
     assert result["honest_sources_saw_validation_fold"] == [False] * 3
     assert result["baseline_cv_jaccard"] > 0.57  # 测得 0.594
     assert result["honest_holdout_jaccard"] > 0.56  # 测得 0.588
-    assert result["seconds"] < 40
