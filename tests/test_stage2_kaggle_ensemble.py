@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 
 import numpy as np
 import pandas as pd
@@ -363,7 +362,6 @@ def test_main_requires_two_runs_without_smoke(tmp_path):
 def test_blend_of_two_tfidf_runs_on_real_commonlit(real_data_dir, tmp_path):
     from stage2_kaggle import commonlit_readability as commonlit
 
-    started = time.perf_counter()
     common = ["--data-dir", str(real_data_dir), "--model", "tfidf", "--max-train-samples", "800", "--n-folds", "5"]
     commonlit.main([*common, "--output-dir", str(tmp_path / "bigram"), "--alpha", "1", "--ngram-max", "2"])
     commonlit.main([*common, "--output-dir", str(tmp_path / "unigram"), "--alpha", "3", "--ngram-max", "1"])
@@ -373,14 +371,12 @@ def test_blend_of_two_tfidf_runs_on_real_commonlit(real_data_dir, tmp_path):
     assert sum(result["weights"].values()) == pytest.approx(1.0)
     assert result["blend_in_sample"] <= min(result["single"].values())
     assert result["blend_nested"] < 0.83  # 测得 0.805（2 核 CPU）
-    assert time.perf_counter() - started < 40
 
 
 @pytest.mark.real
 def test_blend_of_two_tfidf_runs_on_real_tweets(real_data_dir, tmp_path):
     from stage2_kaggle import tweet_sentiment_extraction as tweet
 
-    started = time.perf_counter()
     common = ["--data-dir", str(real_data_dir), "--model", "tfidf", "--max-train-samples", "900", "--n-folds", "3",
               "--max-test-samples", "100"]
     tweet.main([*common, "--output-dir", str(tmp_path / "c3"), "--tfidf-c", "3"])
@@ -391,4 +387,3 @@ def test_blend_of_two_tfidf_runs_on_real_tweets(real_data_dir, tmp_path):
     assert result["blend_in_sample"] >= max(result["single"].values())
     assert result["blend_nested"] > 0.57  # 测得 0.588
     assert len(pd.read_csv(tmp_path / "blend" / "submission.csv")) == 100
-    assert time.perf_counter() - started < 60
