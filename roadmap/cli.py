@@ -139,6 +139,20 @@ def build_parser(
     return parser
 
 
+def check_predict_options(parser: argparse.ArgumentParser, args: argparse.Namespace, *, option: str = "predict",
+                          noun: str | None = None) -> None:
+    """Reject `--checkpoint` without the single-input option, and (when `noun` is given) an empty input.
+
+    `option` is the attribute name (`predict`, `generate`); `noun` names the input in the message ("影评").
+    """
+    value = getattr(args, option)
+    flag = "--" + option.replace("_", "-")
+    if getattr(args, "checkpoint", None) is not None and value is None:
+        parser.error(f"--checkpoint 只和 {flag} 一起使用")
+    if noun is not None and value is not None and not value.strip():
+        parser.error(f"{flag} 的{noun}是空的")
+
+
 def apply_smoke(args: argparse.Namespace, *, epochs: int = 2, max_train_samples: int | None = None) -> None:
     """Shrink a `--smoke` run: at most `epochs` epochs and `max_train_samples` training samples."""
     if not args.smoke:

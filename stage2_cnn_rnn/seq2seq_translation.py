@@ -683,8 +683,7 @@ def check_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         parser.error(f"--teacher-forcing 必须在 [0, 1] 之间，收到 {args.teacher_forcing}")
     if args.length_penalty < 0:
         parser.error(f"--length-penalty 不能是负数，收到 {args.length_penalty}")
-    if args.checkpoint is not None and args.predict is None:
-        parser.error("--checkpoint 只和 --predict 一起使用")
+    cli.check_predict_options(parser, args)
 
 
 def pick_heatmap_sentence(test_pairs: Sequence[tuple[str, str]]) -> str:

@@ -277,8 +277,7 @@ def check_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             parser.error(f"--{name.replace('_', '-')} 必须在 [0, 1) 之间，收到 {getattr(args, name)}")
     if args.weight_decay < 0:
         parser.error(f"--weight-decay 不能是负数，收到 {args.weight_decay}")
-    if args.checkpoint is not None and args.predict is None:
-        parser.error("--checkpoint 只和 --predict 一起使用")
+    cli.check_predict_options(parser, args)
 
 
 def main(argv: list[str] | None = None) -> dict:

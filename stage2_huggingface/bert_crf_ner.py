@@ -483,10 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.checkpoint is not None and args.predict is None:
-        parser.error("--checkpoint 只和 --predict 一起使用")
-    if args.predict is not None and not args.predict.strip():
-        parser.error("--predict 的文本是空的")
+    cli.check_predict_options(parser, args, noun="文本")
     if not 0 <= args.warmup_ratio < 1:
         parser.error(f"--warmup-ratio 要在 [0, 1) 之内，收到 {args.warmup_ratio}")
     if args.precision != "fp32":

@@ -642,10 +642,7 @@ def build_argument_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = build_argument_parser()
     args = parser.parse_args(argv)
-    if args.checkpoint is not None and args.predict is None:
-        parser.error("--checkpoint 只和 --predict 一起使用")
-    if args.predict is not None and not args.predict.strip():
-        parser.error("--predict 的评论是空的")
+    cli.check_predict_options(parser, args, noun="评论")
     if args.resume is not None:
         parser.error("本脚本不支持 --resume：每种 --init 各训练一个模型，中断后请重新运行")
     if args.hidden_size % args.num_heads:

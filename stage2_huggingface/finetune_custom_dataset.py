@@ -687,8 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.checkpoint is not None and args.predict is None:
-        parser.error("--checkpoint 只和 --predict 一起使用")
+    cli.check_predict_options(parser, args)
     if args.predict_pair is not None and args.predict is None:
         parser.error("--predict-pair 只和 --predict 一起使用")
     if args.predict is not None and not args.predict.strip():

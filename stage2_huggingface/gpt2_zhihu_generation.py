@@ -496,10 +496,7 @@ def build_argument_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = build_argument_parser()
     args = parser.parse_args(argv)
-    if args.checkpoint is not None and args.generate is None:
-        parser.error("--checkpoint 只和 --generate 一起使用")
-    if args.generate is not None and not args.generate.strip():
-        parser.error("--generate 的问题是空的")
+    cli.check_predict_options(parser, args, option="generate", noun="问题")
     if args.hidden_size % args.num_heads:
         parser.error(f"--hidden-size {args.hidden_size} 必须能被 --num-heads {args.num_heads} 整除")
     if not 0.0 <= args.dropout < 1.0 or not 0.0 <= args.warmup_fraction < 1.0:

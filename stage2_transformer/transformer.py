@@ -855,8 +855,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--label-smoothing 必须在 [0, 1) 之间，收到 {args.label_smoothing}")
     if args.d_model % args.num_heads:
         parser.error(f"--d-model {args.d_model} 必须能被 --num-heads {args.num_heads} 整除")
-    if args.checkpoint is not None and args.predict is None:
-        parser.error("--checkpoint 只和 --predict 一起使用")
+    cli.check_predict_options(parser, args)
     if args.task != "translate" and args.predict is not None:
         parser.error("--predict 只用于 --task translate")
     if args.toy_min_length > args.toy_max_length:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -270,3 +271,38 @@ def test_roadmap_report_output_folder_rejected(tmp_path):
     runs.save_metrics(tmp_path / "runs" / "a" / "t", {"accuracy": 1.0})
     with pytest.raises(SystemExit, match="文件夹"):
         cli.main(["report", "--runs-dir", str(tmp_path / "runs"), "--output", str(tmp_path)])
+
+
+def _predict_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--predict")
+    parser.add_argument("--generate")
+    parser.add_argument("--checkpoint")
+    return parser
+
+
+@pytest.mark.parametrize("argv, option, noun, message", [
+    (["--checkpoint", "run"], "predict", None, "--checkpoint 只和 --predict 一起使用"),
+    (["--checkpoint", "run"], "generate", "问题", "--checkpoint 只和 --generate 一起使用"),
+    (["--predict", "   "], "predict", "影评", "--predict 的影评是空的"),
+    (["--generate", "", "--checkpoint", "run"], "generate", "问题", "--generate 的问题是空的"),
+])
+def test_check_predict_options_rejects(argv, option, noun, message, capsys):
+    parser = _predict_parser()
+    args = parser.parse_args(argv)
+    with pytest.raises(SystemExit) as raised:
+        cli.check_predict_options(parser, args, option=option, noun=noun)
+    assert raised.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, option, noun", [
+    ([], "predict", "影评"),
+    (["--predict", "great film", "--checkpoint", "run"], "predict", "影评"),
+    (["--predict", "   "], "predict", None),
+    (["--generate", "长江发源于哪里？"], "generate", "问题"),
+])
+def test_check_predict_options_accepts(argv, option, noun):
+    parser = _predict_parser()
+    args = parser.parse_args(argv)
+    assert cli.check_predict_options(parser, args, option=option, noun=noun) is None
