@@ -443,6 +443,10 @@ def load_checkpoint(path: Path):
     folder = path / MODEL_SUBDIR if (path / MODEL_SUBDIR / "config.json").is_file() else path
     if not (folder / "config.json").is_file():
         raise SystemExit(f"{path} 里没有模型：需要 {path}/{MODEL_SUBDIR}/config.json，或直接给一个模型文件夹")
+    model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+    if model_type != "gpt2":
+        raise SystemExit(f"{folder} 不是 GPT-2 模型（config.json 的 model_type 是 {model_type!r}）；"
+                         "请给本脚本训练出的运行目录，或一个 GPT-2 模型文件夹")
     return AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
 
 
@@ -550,7 +554,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.checkpoint is not None:
         cli.setup_logging()
         model, tokenizer = load_checkpoint(args.checkpoint)
-        answer = generate_answers(model, tokenizer, [args.generate], **generation_options(args))[0]
+        try:
+            answer = generate_answers(model, tokenizer, [args.generate], **generation_options(args))[0]
+        except ValueError as error:  # 例如提示加 --max-new-tokens 超过模型的位置数：给一行说明，不给 traceback
+            raise SystemExit(str(error)) from error
         print(f"问题：{args.generate}\n回答：{answer}")
         return {"question": args.generate, "answer": answer}
 

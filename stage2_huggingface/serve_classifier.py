@@ -173,7 +173,8 @@ def find_onnx_file(folder: Path, name: str | None = None) -> Path:
 def resolve_model_dir(path: str | Path) -> Path:
     """Return the model folder: `path` itself, or `path`/model for a run folder; exit with a Chinese message otherwise."""
     path = Path(path)
-    for candidate in (path, path / "model"):
+    # model/ first: a run folder has a config.json of its own (the run's options), not a model config.
+    for candidate in (path / "model", path):
         if (candidate / "config.json").is_file():
             return candidate
     raise SystemExit(f"{path} 不是模型文件夹（没有 config.json），里面也没有 model/ 子文件夹；"
@@ -183,6 +184,9 @@ def resolve_model_dir(path: str | Path) -> Path:
 def load_classifier(model_dir: str | Path, backend: str = "torch", *, max_length: int | None = None,
                     threads: int | None = None, device: str = "cpu", onnx_file: str | None = None) -> TextClassifier:
     model_dir = resolve_model_dir(model_dir)
+    if backend == "torch" and not any(model_dir.glob("*.safetensors")) and not any(model_dir.glob("*.bin")):
+        hint = "；这个文件夹里有 .onnx 文件，请加 --backend onnx" if any(model_dir.glob("*.onnx")) else ""
+        raise SystemExit(f"{model_dir} 里没有 PyTorch 权重（*.safetensors 或 *.bin）{hint}")
     if backend == "torch":
         if threads:
             import torch

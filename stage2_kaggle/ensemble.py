@@ -356,6 +356,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if not args.smoke and (args.runs is None or len(args.runs) < 2):
         parser.error("需要用 --runs 给出至少两个模型运行目录（或者加 --smoke 先跑两个极小的模型）")
+    if args.smoke and args.runs is not None:
+        parser.error("--smoke 自己先训练两个极小的模型再融合，会忽略 --runs；融合自己的运行目录时去掉 --smoke")
     run_dir = cli.start_run(args, "ensemble")
     run_dirs = run_smoke_models(run_dir, args.competition, args.seed) if args.smoke else list(args.runs)
 

@@ -408,3 +408,12 @@ def test_scratch_gpt_on_cmrc2018_lowers_perplexity(real_data_dir, tmp_path):
     assert result["held_out_perplexity"] < result["held_out_perplexity_before"] / 10
     assert result["held_out_perplexity"] < result["held_out_unigram_perplexity"]
     assert result["padding_check_left_same_as_alone"] == result["padding_check_questions"]
+
+
+def test_checkpoint_of_other_model_type_rejected(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text(json.dumps({"model_type": "bert"}), encoding="utf-8")
+    with pytest.raises(SystemExit) as raised:
+        gen.load_checkpoint(tmp_path)
+    assert "不是 GPT-2 模型" in str(raised.value)
+    assert "'bert'" in str(raised.value)

@@ -394,3 +394,20 @@ def test_main_requires_model_without_smoke(capsys):
         serve_api.main([])
     assert error.value.code == 2
     assert "需要 --model" in capsys.readouterr().err
+
+
+def test_run_folder_resolves_to_its_model(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "model").mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"smoke": True}), encoding="utf-8")  # the run's options
+    (run_dir / "model" / "config.json").write_text(json.dumps({"model_type": "bert"}), encoding="utf-8")
+    assert serve_api.resolve_model_dir(run_dir) == run_dir / "model"
+    assert serve_api.resolve_model_dir(run_dir / "model") == run_dir / "model"
+
+
+def test_torch_backend_on_onnx_folder_suggests_onnx(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}), encoding="utf-8")
+    (tmp_path / "model_quantized.onnx").write_bytes(b"")
+    with pytest.raises(SystemExit) as raised:
+        serve_api.load_classifier(tmp_path, "torch")
+    assert "--backend onnx" in str(raised.value)

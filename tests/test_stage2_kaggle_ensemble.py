@@ -387,3 +387,11 @@ def test_blend_of_two_tfidf_runs_on_real_tweets(real_data_dir, tmp_path):
     assert result["blend_in_sample"] >= max(result["single"].values())
     assert result["blend_nested"] > 0.57  # 测得 0.588
     assert len(pd.read_csv(tmp_path / "blend" / "submission.csv")) == 100
+
+
+def test_smoke_with_runs_is_rejected(tmp_path, capsys):
+    with pytest.raises(SystemExit) as raised:
+        ensemble.main(["--smoke", "--runs", str(tmp_path / "a"), str(tmp_path / "b"), "--output-dir", str(tmp_path / "run")])
+    assert raised.value.code == 2
+    assert "会忽略 --runs" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
