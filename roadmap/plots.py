@@ -22,11 +22,12 @@ import numpy as np  # noqa: E402
 from roadmap.runs import is_main_process  # noqa: E402
 
 
-def _save(figure: plt.Figure, path: Path) -> Path:
+def save_figure(figure: plt.Figure, path: Path, dpi: int = 120) -> Path:
+    """Save `figure` as a PNG (main process only, parent folders created), close it, and return `path`."""
     path = Path(path)
     if is_main_process():
         path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=120, bbox_inches="tight")
+        figure.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(figure)
     return path
 
@@ -52,7 +53,7 @@ def plot_history(history: Sequence[Mapping[str, float]], path: Path, title: str 
         axes[0, 1].legend()
     for axis in axes.flat:
         axis.grid(alpha=0.3)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_curves(curves: Mapping[str, Sequence[float]], path: Path, xlabel: str = "step", ylabel: str = "loss",
@@ -66,7 +67,7 @@ def plot_curves(curves: Mapping[str, Sequence[float]], path: Path, xlabel: str =
     axis.set(xlabel=xlabel, ylabel=ylabel, title=title)
     axis.grid(alpha=0.3)
     axis.legend()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: Path, title: str = "confusion matrix") -> Path:
@@ -87,7 +88,7 @@ def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: Path,
         for column in range(matrix.shape[1]):
             axis.text(column, row, str(matrix[row, column]), ha="center", va="center", fontsize=8,
                       color="white" if matrix[row, column] > threshold else "black")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_heatmap(values: np.ndarray, path: Path, *, x_labels: Sequence[str] | None = None,
@@ -102,7 +103,7 @@ def plot_heatmap(values: np.ndarray, path: Path, *, x_labels: Sequence[str] | No
     if y_labels is not None:
         axis.set_yticks(range(len(y_labels)), labels=y_labels)
     axis.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_image_grid(images: Any, titles: Sequence[str], path: Path, columns: int = 8, cmap: str = "gray",
@@ -118,7 +119,7 @@ def plot_image_grid(images: Any, titles: Sequence[str], path: Path, columns: int
         figure, axis = plt.subplots(figsize=(4, 1))
         axis.text(0.5, 0.5, "(no images)", ha="center", va="center")
         axis.axis("off")
-        return _save(figure, path)
+        return save_figure(figure, path)
     columns = min(columns, count)
     rows = (count + columns - 1) // columns
     figure, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.6 * rows), squeeze=False)
@@ -129,7 +130,7 @@ def plot_image_grid(images: Any, titles: Sequence[str], path: Path, columns: int
             axis.set_title(titles[index], fontsize=8)
     if title:
         figure.suptitle(title)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_predictions(predictions: Any, targets: Any, path: Path, title: str = "predicted vs true") -> Path:
@@ -144,4 +145,4 @@ def plot_predictions(predictions: Any, targets: Any, path: Path, title: str = "p
     axis.set(xlabel="true", ylabel="predicted", title=title)
     axis.legend()
     axis.grid(alpha=0.3)
-    return _save(figure, path)
+    return save_figure(figure, path)

@@ -326,7 +326,7 @@ def resolve_classifier(args: argparse.Namespace, run_dir: Path) -> Path:
 
 def plot_differences(results: Mapping[str, Mapping[str, float]], path: Path) -> Path:
     """Bar chart of max |Δlogits| per validation shape and export route, log scale, with the tolerance line."""
-    from roadmap.plots import plt  # roadmap.plots 选好了 Agg 后端
+    from roadmap.plots import plt, save_figure  # roadmap.plots 选好了 Agg 后端
 
     shapes = list(next(iter(results.values())))
     figure, axis = plt.subplots(figsize=(6.5, 4))
@@ -342,9 +342,7 @@ def plot_differences(results: Mapping[str, Mapping[str, float]], path: Path) -> 
     axis.grid(alpha=0.3, axis="y")
     axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def build_argument_parser() -> argparse.ArgumentParser:

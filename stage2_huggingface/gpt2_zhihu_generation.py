@@ -527,10 +527,8 @@ def generation_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def plot_losses(run, path: Path, unigram: float) -> Path:
-    """Training answer loss (moving average) and held-out answer loss by step, with the unigram reference."""
-    import matplotlib.pyplot as plt
-
-    from roadmap import plots  # noqa: F401  导入时选好 Agg 后端
+    """Plot the training answer loss (moving average) and the held-out answer loss by step, with the unigram reference."""
+    from roadmap.plots import plt, save_figure  # roadmap.plots 导入时选好 Agg 后端
 
     window = max(1, len(run.history) // 20)
     figure, axis = plt.subplots(figsize=(7, 4))
@@ -542,11 +540,7 @@ def plot_losses(run, path: Path, unigram: float) -> Path:
     axis.set(xlabel="step", ylabel="loss (mean token NLL)", title="answer loss")
     axis.grid(alpha=0.3)
     axis.legend()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if runs.is_main_process():
-        figure.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -307,7 +307,7 @@ def results_rows(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any
 
 def plot_comparison(results: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
     """Four bar panels: size on disk, p50 latency at batch 1 and 8, test accuracy."""
-    from roadmap.plots import plt  # roadmap.plots 选好了 Agg 后端
+    from roadmap.plots import plt, save_figure  # roadmap.plots 选好了 Agg 后端
 
     names = [VARIANT_TITLES[variant].split(" (")[0] for variant in VARIANTS]
     panels = [("size on disk (MB)", [results[v]["size_mb"] for v in VARIANTS]),
@@ -323,9 +323,7 @@ def plot_comparison(results: Mapping[str, Mapping[str, Any]], path: Path) -> Pat
         axis.tick_params(axis="x", rotation=30, labelsize=8)
         axis.grid(alpha=0.3, axis="y")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def write_results_markdown(path: Path, summary: Mapping[str, Any], rows: list[dict[str, Any]]) -> Path:

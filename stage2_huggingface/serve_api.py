@@ -331,7 +331,7 @@ def plot_latency(latencies: dict[str, Sequence[float]], path: Path, title: str) 
     axis.set(xlabel="latency (ms)", ylabel="requests", title=title)
     axis.legend()
     axis.grid(alpha=0.3)
-    return plots._save(figure, path)
+    return plots.save_figure(figure, path)
 
 
 def run_smoke(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:

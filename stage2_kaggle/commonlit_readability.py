@@ -478,9 +478,7 @@ def plot_fold_rmse(fold_rmse: list[float], cv_rmse: float, path: Path, title: st
     axis.set(ylabel="RMSE", title=title)
     axis.legend()
     axis.grid(alpha=0.3, axis="y")
-    figure.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(figure)
-    return path
+    return plots.save_figure(figure, path)
 
 
 # ---------------------------------------------------------------- 主程序

@@ -254,7 +254,7 @@ def _unique_names(model_runs: list[ModelRun]) -> None:
 
 def commonlit_eda(train: pd.DataFrame, test: pd.DataFrame, path: Path) -> dict[str, float]:
     """Excerpt lengths, the target distribution and how length relates to readability."""
-    import matplotlib.pyplot as plt
+    from roadmap.plots import plt, save_figure
 
     words = train["excerpt"].str.split().str.len().to_numpy()
     targets = train["target"].to_numpy(dtype=float)
@@ -269,8 +269,7 @@ def commonlit_eda(train: pd.DataFrame, test: pd.DataFrame, path: Path) -> dict[s
     for axis in axes:
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path, dpi=110)
     return {"n_train": len(train), "n_test": len(test), "words_median": float(np.median(words)),
             "target_mean": float(targets.mean()), "target_std": float(targets.std()),
             "target_min": float(targets.min()), "target_max": float(targets.max()), "length_target_r": correlation}
@@ -283,7 +282,7 @@ def selected_share(row: dict[str, str]) -> float:
 
 def tweet_eda(train: list[dict[str, str]], test: list[dict[str, str]], path: Path) -> dict[str, Any]:
     """Sentiment counts, tweet lengths and the selected-text share of the tweet by sentiment."""
-    import matplotlib.pyplot as plt
+    from roadmap.plots import plt, save_figure
 
     sentiments = competition_module("tweet").SENTIMENTS
     frame = pd.DataFrame(train)
@@ -309,8 +308,7 @@ def tweet_eda(train: list[dict[str, str]], test: list[dict[str, str]], path: Pat
     for axis in axes:
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path, dpi=110)
     by_sentiment = {}
     for name in sentiments:
         part = frame[frame["sentiment"] == name]
@@ -358,7 +356,7 @@ def best_run(model_runs: list[ModelRun], competition: str) -> ModelRun:
 
 
 def plot_cv_scores(model_runs: list[ModelRun], competitions: Sequence[str], path: Path) -> Path:
-    import matplotlib.pyplot as plt
+    from roadmap.plots import plt, save_figure
 
     figure, axes = plt.subplots(1, len(competitions), figsize=(6.5 * len(competitions), 0.6 * len(model_runs) + 2.5),
                                 squeeze=False)
@@ -374,14 +372,12 @@ def plot_cv_scores(model_runs: list[ModelRun], competitions: Sequence[str], path
         axis.legend()
         axis.grid(alpha=0.3, axis="x")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=110)
 
 
 def plot_errors(run: ModelRun, path: Path) -> Path:
     """CommonLit: residual against target (models pull extremes to the mean). Tweet: Jaccard by sentiment and length."""
-    import matplotlib.pyplot as plt
+    from roadmap.plots import plt, save_figure
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     oof = run.oof
@@ -407,9 +403,7 @@ def plot_errors(run: ModelRun, path: Path) -> Path:
     for axis in axes:
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=110)
 
 
 def _snippet(text: Any, words: int = 30) -> str:

@@ -295,7 +295,7 @@ def plot_blend(run_dir: Path, blend, names: Sequence[str], result: dict[str, Any
     spread = max(values) - min(values)
     axis.set_ylim(min(values) - max(spread, 1e-3), max(values) + max(spread, 1e-3))
     axis.set(ylabel=f"OOF {blend.metric}", title=f"single models vs blend (OOF {blend.metric})")
-    figures.append(plots._save(figure, run_dir / "blend_vs_single.png"))
+    figures.append(plots.save_figure(figure, run_dir / "blend_vs_single.png"))
     if len(names) == 2:
         grid = simplex_grid(2, step)
         curve = [blend.aggregate(blend.row_values(w)) for w in grid]
@@ -310,7 +310,7 @@ def plot_blend(run_dir: Path, blend, names: Sequence[str], result: dict[str, Any
                  title="blend score vs weight")
         axis.grid(alpha=0.3)
         axis.legend()
-        figures.append(plots._save(figure, run_dir / "weight_curve.png"))
+        figures.append(plots.save_figure(figure, run_dir / "weight_curve.png"))
     return figures
 
 

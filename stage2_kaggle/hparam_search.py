@@ -347,7 +347,7 @@ def write_results(trials: Sequence[Mapping[str, Any]], metric_name: str, goal: s
 def plot_search(trials: Sequence[Mapping[str, Any]], parameters: Mapping[str, Mapping[str, Any]], metric_name: str,
                 goal: str, path: Path) -> Path:
     """Metric per trial with the running best, and metric against each swept numeric parameter."""
-    import matplotlib.pyplot as plt
+    from roadmap.plots import plt, save_figure
 
     values = np.array([trial[metric_name] for trial in trials])
     running_best = np.minimum.accumulate(values) if goal == "minimize" else np.maximum.accumulate(values)
@@ -367,9 +367,7 @@ def plot_search(trials: Sequence[Mapping[str, Any]], parameters: Mapping[str, Ma
     for axis in axes.flat:
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 # ---------------------------------------------------------------- 主程序

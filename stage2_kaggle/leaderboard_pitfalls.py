@@ -149,7 +149,7 @@ def shakeup_experiment(texts: np.ndarray, targets: np.ndarray, train_rows: np.nd
 
 
 def plot_pitfalls(shakeup: dict[str, Any], leak: dict[str, Any], path: Path) -> Path:
-    import matplotlib.pyplot as plt
+    from roadmap.plots import plt, save_figure
 
     figure, axes = plt.subplots(1, 3, figsize=(15, 4))
     alphas = leak["alphas"]
@@ -175,9 +175,7 @@ def plot_pitfalls(shakeup: dict[str, Any], leak: dict[str, Any], path: Path) -> 
     for axis in axes:
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=110)
 
 
 def run_pitfall_experiments(train, *, hidden_fraction: float, public_fraction: float, repeats: int, seed: int,

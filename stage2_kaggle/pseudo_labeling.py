@@ -313,7 +313,7 @@ def plot_cv_vs_holdout(result: dict[str, Any], metric: str, path: Path) -> Path:
     axis.set(ylabel=metric, title=f"pseudo labelling: CV vs holdout {metric}")
     axis.grid(alpha=0.3, axis="y")
     axis.legend()
-    return plots._save(figure, path)
+    return plots.save_figure(figure, path)
 
 
 def build_argument_parser() -> argparse.ArgumentParser:

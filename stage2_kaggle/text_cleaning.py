@@ -295,7 +295,7 @@ def oracle_jaccard(rows: Sequence[dict[str, str]], cleaned_texts: Sequence[Clean
 
 
 def plot_step_counts(counts: dict[str, int], total: int, path: Path) -> None:
-    import matplotlib.pyplot as plt
+    from roadmap.plots import plt, save_figure
 
     figure, axis = plt.subplots(figsize=(7, 3.5))
     names = list(counts)
@@ -304,8 +304,7 @@ def plot_step_counts(counts: dict[str, int], total: int, path: Path) -> None:
     axis.set(xlabel=f"rows changed (of {total})", title="rows changed by each cleaning step")
     axis.set_xlim(0, max(max(counts.values(), default=0) * 1.3, 1))
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def build_parser():

@@ -378,8 +378,7 @@ def plot_jaccard(model_scores: Mapping[str, float], baseline_scores: Mapping[str
     axis.set(ylim=(0, 1.1), ylabel="word Jaccard", title="out-of-fold Jaccard by sentiment")
     axis.legend(loc="lower right")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    plots.save_figure(figure, path)
 
 
 # ---------------------------------------------------------------- 单条预测

@@ -347,7 +347,7 @@ def plot_masks(length: int, lengths: torch.Tensor, path) -> None:
         axis.imshow(mask.numpy(), cmap="Greens", vmin=0, vmax=1)
         axis.set(title=title, xlabel="key j", ylabel="query i")
     figure.suptitle(f"True (green) = may attend; sentence length {int(lengths[0])} of {length}")
-    plots._save(figure, path)
+    plots.save_figure(figure, path)
 
 
 def build_argument_parser() -> argparse.ArgumentParser:
@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> dict:
     axis.set(xscale="log", xlabel="d_k", ylabel="mean row entropy (nats)", title="why divide by sqrt(d_k)")
     axis.legend()
     axis.grid(alpha=0.3)
-    plots._save(figure, run_dir / "scaling_entropy.png")
+    plots.save_figure(figure, run_dir / "scaling_entropy.png")
 
     plot_masks(8, torch.tensor([6, 8]), run_dir / "masks.png")
 
@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> dict:
         axis.set_yticks(range(len(words)), labels=words)
         axis.set_title(f"head {head}")
     figure.suptitle("untrained multi-head attention, padding keys masked")
-    plots._save(figure, run_dir / "multi_head_weights.png")
+    plots.save_figure(figure, run_dir / "multi_head_weights.png")
     summary["pad_columns_weight_sum"] = float(weights[:, :, 6:].sum())
     summary["seconds"] = round(time.perf_counter() - started, 2)
 

@@ -172,7 +172,7 @@ def plot_attention_grid(weights: np.ndarray, x_labels: Sequence[str], y_labels: 
                 axis.set_yticklabels([])
     figure.colorbar(image, ax=axes, fraction=0.02, pad=0.01)
     figure.suptitle(title)
-    plots._save(figure, path)
+    plots.save_figure(figure, path)
     return x_mapping + y_mapping
 
 
@@ -236,7 +236,7 @@ def plot_mass_by_layer(mass: np.ndarray, path: Path, title: str) -> None:
     axis.set(xlabel="layer", ylabel="share of attention (mean over heads and queries)", xticks=layers,
              ylim=(0, 1), title=title)
     axis.legend(bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)
-    plots._save(figure, path)
+    plots.save_figure(figure, path)
 
 
 def plot_mass_by_head(mass: np.ndarray, path: Path, title: str) -> None:
@@ -255,7 +255,7 @@ def plot_mass_by_head(mass: np.ndarray, path: Path, title: str) -> None:
             axis.set_ylabel("layer", fontsize=8)
     figure.colorbar(image, ax=axes, fraction=0.02, pad=0.01)
     figure.suptitle(title)
-    plots._save(figure, path)
+    plots.save_figure(figure, path)
 
 
 # ---------------------------------------------------------------- Hugging Face BERT
