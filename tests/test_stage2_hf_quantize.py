@@ -1,8 +1,8 @@
 """quantize_dynamic: int8 ONNX (optimum) and int8 PyTorch against the fp32 model, ISA choice, latency percentiles.
 
-The quantized models are checked on the tiny classifier (smaller file, logits within a tolerance,
-integer operators in the graph); the ISA choice on fake cpuinfo flags; the percentile helper
-against numpy.percentile. With real data, all-MiniLM-L6-v2 is fine-tuned briefly on IMDB and
+The quantized models are checked on the tiny classifier: a smaller file, logits within a tolerance,
+integer operators in the graph. The ISA choice is checked on fake cpuinfo flags, and the percentile
+helper against numpy.percentile. With real data, all-MiniLM-L6-v2 is fine-tuned briefly on IMDB and
 quantized.
 """
 
